@@ -1,0 +1,50 @@
+"""Canonical columns every source is mapped onto, whatever AR system it comes from.
+
+Sources name their own columns; config maps them here.  Everything downstream (quality, ledger,
+segmentation) speaks only these names.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Canonical invoice columns as extracted (text) and what validation turns them into.
+INVOICE_REQUIRED: Final = (
+    "invoice_id",
+    "debtor_id",
+    "issue_date",
+    "due_date",
+    "currency",
+    "amount",
+    "open_amount",
+)
+INVOICE_OPTIONAL: Final = ("doc_type", "reference", "disputed", "customer_name")
+INVOICE_TEXT_FIELDS: Final = ("invoice_id", "debtor_id", "reference", "customer_name")
+
+DEBTOR_REQUIRED: Final = ("debtor_id", "name", "kind", "country", "timezones", "locale")
+DEBTOR_OPTIONAL: Final = (
+    "region",
+    "city",
+    "postal_code",
+    "email",
+    "phone",
+    "employer_email",
+    "consent_email",
+    "consent_sms",
+    "opted_out",
+    "customer_since",
+)
+DEBTOR_TEXT_FIELDS: Final = ("debtor_id", "name", "city", "region", "postal_code", "email")
+
+REQUIRED = {"invoices": INVOICE_REQUIRED, "debtors": DEBTOR_REQUIRED}
+OPTIONAL = {"invoices": INVOICE_OPTIONAL, "debtors": DEBTOR_OPTIONAL}
+
+# Columns extract adds: where the row came from, for quarantine messages and audit.
+SOURCE_COLUMNS: Final = ("source", "source_file", "source_row")
+
+DOC_TYPES: Final = ("invoice", "credit_note")
+DEBTOR_KINDS: Final = ("consumer", "commercial")
+CHANNELS: Final = ("email", "sms", "letter", "call")
+LOCALES: Final = ("en", "fr", "ar")
+# A spreadsheet runs a cell starting with one of these (OWASP CSV injection); tab/CR too.
+FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
