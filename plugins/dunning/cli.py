@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--debtors", type=int, required=True)
     gen.add_argument("--as-of", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--sql-url", default=None, help="write the SQL AR tables here (default: SQLite in --out)")
+    gen.add_argument(
+        "--sql-url", default=None, help="write the SQL AR tables here (default: SQLite in --out)"
+    )
     gen.set_defaults(func=_generate)
 
     svc = sub.add_parser("services", help="start/stop the local S3, SMTP and PostgreSQL servers")

@@ -13,7 +13,16 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "include" / "sql"
@@ -58,7 +67,7 @@ class FileSource(_Strict):
     header_starts_with: str | None = None
     as_of_pattern: str | None = None  # regex with a group "d" matching the as-of date in the title
     total_row_column: str | None = None  # canonical column whose text marks subtotal/total rows
-    total_row_pattern: str = r"^\s*(Sub)?[Tt]otal\b|^\s*Grand [Tt]otal\b"
+    total_row_pattern: str = r"^\s*(?:Sub)?[Tt]otal\b|^\s*Grand [Tt]otal\b"
     grand_total_pattern: str | None = None  # regex with groups "cur" (optional) on the total row
 
 
@@ -74,7 +83,15 @@ class SqlSource(_Strict):
     freshness_query: str | None = None  # returns one row: the source's own as-of date
 
 
-Source = Annotated[FileSource | SqlSource, Field(discriminator="kind")]
+def _source_kind(value: object) -> str:
+    raw = value.get("kind", "file") if isinstance(value, dict) else getattr(value, "kind", "file")
+    return raw if raw in ("file", "sql") else "file"
+
+
+Source = Annotated[
+    Annotated[FileSource, Tag("file")] | Annotated[SqlSource, Tag("sql")],
+    Discriminator(_source_kind),
+]
 
 
 class Gates(_Strict):

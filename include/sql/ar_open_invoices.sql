@@ -1,0 +1,17 @@
+-- Open receivables of the SQL AR system as of :as_of, mapped to Dunning's canonical columns.
+-- Amounts are cast to text so no float ever touches money; validation converts to minor units.
+SELECT
+    invoice_no                                   AS invoice_id,
+    customer_id                                  AS debtor_id,
+    CASE doc_type WHEN 'CRN' THEN 'credit_note' ELSE 'invoice' END AS doc_type,
+    CAST(issued_on AS TEXT)                      AS issue_date,
+    CAST(due_on AS TEXT)                         AS due_date,
+    currency                                     AS currency,
+    CAST(amount AS TEXT)                         AS amount,
+    CAST(open_balance AS TEXT)                   AS open_amount,
+    reference                                    AS reference,
+    CASE WHEN disputed = 1 THEN 'true' ELSE 'false' END AS disputed
+FROM ar_invoices
+WHERE open_balance <> 0
+  AND CAST(issued_on AS TEXT) <= :as_of
+ORDER BY invoice_no

@@ -1,0 +1,153 @@
+"""Task callables of the Dunning DAGs: each resolves context, calls one core stage, returns keys.
+
+Everything here is glue.  Frames never cross a task boundary: tasks return lake keys and counts,
+so XCom stays small and a retried task reads exactly what its upstream wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import (
+    BaseHook,
+    CronTriggerTimetable,
+    ExceptionRetryPolicy,
+    ObjectStoragePath,
+    RetryAction,
+    RetryRule,
+    get_current_context,
+    task,
+)
+
+from dunning import config as dconfig
+
+log = logging.getLogger("airflow.task")
+
+# Bad data does not heal in five minutes: fail at once and tell the operator, don't retry.
+DATA_ERRORS = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(exception=f"dunning.{name}", action=RetryAction.FAIL, reason="bad source data")
+        for name in ("sources.SourceError", "quality.SourceGateError", "config.ConfigError")
+    ]
+)
+
+
+def daily_schedule() -> CronTriggerTimetable:
+    """The config's cron in the config's zone; defaults when no config exists yet (fresh UI)."""
+    path = dconfig.config_path()
+    sched = dconfig.load_config(path).schedule if path.exists() else dconfig.Schedule()
+    return CronTriggerTimetable(sched.cron, timezone=sched.timezone)
+
+
+def lake_root() -> ObjectStoragePath:
+    return ObjectStoragePath(dconfig.lake_url().rstrip("/") + "/")
+
+
+def resolve_url(url: str) -> str:
+    """``conn:<id>`` in config names an Airflow connection, so SQL passwords stay out of YAML."""
+    if not url.startswith("conn:"):
+        return url
+    hook = BaseHook.get_connection(url.removeprefix("conn:")).get_hook()
+    return hook.sqlalchemy_url.render_as_string(hide_password=False)
+
+
+@cache
+def _ledger_url() -> str:
+    from dunning import ledger
+
+    url = dconfig.ledger_url()
+    ledger.migrate(url)
+    return url
+
+
+def _as_of(run: dict) -> date:
+    return date.fromisoformat(run["as_of"])
+
+
+@task(multiple_outputs=True, retry_policy=DATA_ERRORS)
+def resolve_run() -> dict:
+    """Fix the business date and mode once, so every later task of the run agrees on them.
+
+    ``as_of`` comes from the trigger form, else the logical date, else (a run without a logical
+    date) the time the run was due -- never the wall clock.  A run for a past date is a backfill.
+    """
+    ctx = get_current_context()
+    cfg = dconfig.load_config()
+    zone = ZoneInfo(cfg.schedule.timezone)
+    params, dag_run = ctx["params"], ctx["dag_run"]
+    due: datetime = dag_run.run_after
+    logical: datetime | None = ctx.get("logical_date")
+    as_of = (
+        dconfig.parse_date(params["as_of"])
+        if params.get("as_of")
+        else (logical or due).astimezone(zone).date()
+    )
+    names = [s.name for s in cfg.sources]
+    wanted = params.get("sources") or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise dconfig.ConfigError(
+            f"{cfg.source_file}: sources: no source named {unknown}; configured: {names}"
+        )
+    run_type = str(getattr(dag_run, "run_type", "")).lower()
+    backfill = "backfill" in run_type or as_of < due.astimezone(zone).date()
+    run = {
+        "as_of": as_of.isoformat(),
+        "backfill": backfill,
+        "dry_run": bool(params.get("dry_run")),
+        "sources": [n for n in names if n in wanted],
+        "run_id": dag_run.run_id,
+    }
+    log.info("Run %s: as_of=%s backfill=%s dry_run=%s sources=%s", *run.values())
+    return run
+
+
+@task(map_index_template="{{ source_name }}", retry_policy=DATA_ERRORS)
+def extract(run: dict, source: str) -> dict:
+    from dunning.sources import extract_to_lake
+
+    get_current_context()["source_name"] = source  # type: ignore[typeddict-unknown-key]
+    result = extract_to_lake(
+        dconfig.load_config(), source, _as_of(run), lake_root(), resolve_url=resolve_url
+    )
+    log.info("Extracted %s rows from %s into %s", result["rows"], source, result["key"])
+    return result
+
+
+@task(retry_policy=DATA_ERRORS)
+def validate(run: dict, extracts: list[dict]) -> dict:
+    from dunning import ledger
+    from dunning.quality import validate_to_lake
+
+    with ledger.ledger(_ledger_url()) as engine:
+        previous = ledger.previous_snapshots(engine, _as_of(run))
+    result = validate_to_lake(
+        dconfig.load_config(), _as_of(run), lake_root(), list(extracts), previous
+    )
+    log.info(
+        "Validated: %s rows quarantined %s; quarantine at %s",
+        result["rows_quarantined"],
+        result["quarantine_by_reason"],
+        result["quarantine"],
+    )
+    return result
+
+
+@task(retry_exponential_backoff=True, retry_delay=timedelta(seconds=30))
+def load_ledger(run: dict, validated: dict) -> dict:
+    from dunning import ledger
+
+    with ledger.ledger(_ledger_url()) as engine:
+        return ledger.load_from_lake(engine, _as_of(run), lake_root(), validated)
+
+
+@task
+def summarize(run: dict, validated: dict, loaded: dict) -> dict:
+    from dunning import lake, reports
+
+    result = reports.write_summary(lake_root(), run, validated, loaded)
+    log.info("%s", reports.format_summary(lake.read_json(lake_root() / result["key"])))
+    return result

@@ -1,0 +1,61 @@
+"""The lake: Parquet snapshots and run artefacts under one root, on local disk or S3.
+
+Core code takes the root as a path object (``upath.UPath`` here, ``ObjectStoragePath`` inside
+Airflow: same interface), so the same functions write ``file://`` in tests and ``s3://`` in
+production.  Tasks hand each other keys relative to the root, never frames.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from datetime import date
+from typing import Any
+
+import pandas as pd
+from upath import UPath
+
+from dunning.config import lake_url
+
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+def root(url: str | None = None) -> UPath:
+    return UPath(url or lake_url())
+
+
+def partition(area: str, as_of: date, **parts: str) -> str:
+    """Hive-style keys (``area/as_of=.../source=...``) so engines like Athena read them as is."""
+    return "/".join([area, f"as_of={as_of.isoformat()}", *(f"{k}={v}" for k, v in parts.items())])
+
+
+def write_bytes(path: Any, data: bytes) -> None:
+    """Readers never see half an object: S3 puts are atomic, local files are renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(path, "protocol", "") in LOCAL_PROTOCOLS:
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp.path if hasattr(tmp, "path") else str(tmp), path.path)
+    else:
+        path.write_bytes(data)
+
+
+def write_parquet(path: Any, frame: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, compression="zstd")
+    write_bytes(path, buf.getvalue())
+
+
+def read_parquet(path: Any) -> pd.DataFrame:
+    with path.open("rb") as fh:
+        return pd.read_parquet(fh)
+
+
+def write_json(path: Any, obj: Any) -> None:
+    write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode("utf-8"))
+
+
+def read_json(path: Any) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

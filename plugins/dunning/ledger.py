@@ -1,0 +1,303 @@
+"""The ledger: the collections system of record, in SQLAlchemy 2 with Alembic migrations.
+
+SQLite is the embedded default and PostgreSQL the production database; both run the same
+migrations.  Loading a business date replaces that date's snapshot, so re-running a day (a retry,
+a backfill) gives the same ledger, never a second copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dunning import lake
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+INSERT_CHUNK = 50_000
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Snapshot(Base):
+    """One source delivered for one business date: what was read, kept and held back."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (sa.UniqueConstraint("as_of", "source", name="uq_snapshots_as_of_source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    source: Mapped[str] = mapped_column(sa.String(64))
+    dataset: Mapped[str] = mapped_column(sa.String(16))
+    source_file: Mapped[str] = mapped_column(sa.String(512))
+    source_as_of: Mapped[date | None] = mapped_column(sa.Date)
+    rows_read: Mapped[int]
+    rows_loaded: Mapped[int]
+    rows_quarantined: Mapped[int]
+    open_minor: Mapped[dict] = mapped_column(sa.JSON, default=dict)  # currency -> minor units
+    lake_key: Mapped[str] = mapped_column(sa.String(512))
+    loaded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Debtor(Base):
+    """The person or company we may contact; current attributes, refreshed by each snapshot."""
+
+    __tablename__ = "debtors"
+
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(sa.String(64))
+    name: Mapped[str] = mapped_column(sa.String(256))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    country: Mapped[str] = mapped_column(sa.String(2))
+    region: Mapped[str | None] = mapped_column(sa.String(64))
+    city: Mapped[str | None] = mapped_column(sa.String(128))
+    postal_code: Mapped[str | None] = mapped_column(sa.String(32))
+    timezones: Mapped[str] = mapped_column(sa.String(256))
+    locale: Mapped[str] = mapped_column(sa.String(8))
+    email: Mapped[str | None] = mapped_column(sa.String(320))
+    phone: Mapped[str | None] = mapped_column(sa.String(32))
+    employer_email: Mapped[bool] = mapped_column(default=False)
+    consent_email: Mapped[bool] = mapped_column(default=False)
+    consent_sms: Mapped[bool] = mapped_column(default=False)
+    opted_out: Mapped[str | None] = mapped_column(sa.String(64))
+    customer_since: Mapped[date | None] = mapped_column(sa.Date)
+    first_seen_as_of: Mapped[date] = mapped_column(sa.Date)
+    last_seen_as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+
+
+class InvoiceSnapshot(Base):
+    """An open invoice as the AR system showed it on a business date (the history aging needs)."""
+
+    __tablename__ = "invoice_snapshots"
+
+    as_of: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    source: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    doc_type: Mapped[str] = mapped_column(sa.String(16))
+    issue_date: Mapped[date] = mapped_column(sa.Date)
+    due_date: Mapped[date] = mapped_column(sa.Date)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    open_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    disputed: Mapped[bool] = mapped_column(default=False)
+    reference: Mapped[str | None] = mapped_column(sa.String(256))
+    source_row: Mapped[int]
+
+
+class QuarantinedRow(Base):
+    """A row held back with its file, line, field and reason, so it can be fixed and replayed."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    source: Mapped[str] = mapped_column(sa.String(64))
+    source_file: Mapped[str] = mapped_column(sa.String(512))
+    source_row: Mapped[int]
+    field: Mapped[str] = mapped_column(sa.String(64))
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    message: Mapped[str] = mapped_column(sa.Text)
+    value: Mapped[str | None] = mapped_column(sa.Text)
+    raw: Mapped[str | None] = mapped_column(sa.Text)
+
+
+INVOICE_COLUMNS = [c.name for c in InvoiceSnapshot.__table__.columns]
+DEBTOR_COLUMNS = [c.name for c in Debtor.__table__.columns]
+QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name != "id"]
+
+
+def engine_for(url: str) -> sa.Engine:
+    """SQLite gets a busy timeout and WAL so a reader (the UI, a report) never blocks a load."""
+    if url.startswith("sqlite"):
+        Path(sa.make_url(url).database or ".").parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(url: str) -> None:
+    """Bring the ledger schema to the newest migration; safe to call on every run."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+
+
+@contextmanager
+def ledger(url: str) -> Iterator[sa.Engine]:
+    engine = engine_for(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def previous_snapshots(engine: sa.Engine, as_of: date) -> dict[str, dict]:
+    """The newest earlier snapshot of each source: the baseline the drift gates compare with."""
+    latest = (
+        sa.select(Snapshot.source, sa.func.max(Snapshot.as_of).label("as_of"))
+        .where(Snapshot.as_of < as_of)
+        .group_by(Snapshot.source)
+        .subquery()
+    )
+    query = sa.select(Snapshot).join(
+        latest, (Snapshot.source == latest.c.source) & (Snapshot.as_of == latest.c.as_of)
+    )
+    with sa.orm.Session(engine) as session:
+        return {
+            s.source: {
+                "as_of": s.as_of.isoformat(),
+                "rows": s.rows_read,
+                "open_minor": s.open_minor,
+            }
+            for s in session.scalars(query)
+        }
+
+
+def load_snapshot(
+    engine: sa.Engine,
+    as_of: date,
+    invoices: pd.DataFrame,
+    debtors: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    stats: dict[str, dict],
+    lake_keys: dict[str, str],
+) -> dict[str, int]:
+    """Replace the ledger's view of ``as_of`` in one transaction; returns row counts loaded."""
+    sources = list(stats)
+    with engine.begin() as conn:
+        for table in (InvoiceSnapshot, QuarantinedRow, Snapshot):
+            conn.execute(sa.delete(table).where(table.as_of == as_of, table.source.in_(sources)))
+        inv = invoices.assign(as_of=as_of)
+        _bulk_insert(conn, InvoiceSnapshot.__table__, _dates(inv)[INVOICE_COLUMNS])
+        q = quarantine.assign(as_of=as_of)
+        _bulk_insert(conn, QuarantinedRow.__table__, q[QUARANTINE_COLUMNS])
+        if len(debtors):
+            _upsert_debtors(conn, _dates(debtors), as_of)
+        now = datetime.now(UTC)
+        conn.execute(
+            sa.insert(Snapshot.__table__),
+            [
+                {
+                    "as_of": as_of,
+                    "source": name,
+                    "dataset": st["dataset"],
+                    "source_file": st["file"],
+                    "source_as_of": date.fromisoformat(st["source_as_of"])
+                    if st.get("source_as_of")
+                    else None,
+                    "rows_read": st["rows_read"],
+                    "rows_loaded": st["rows_clean"],
+                    "rows_quarantined": st["rows_quarantined"],
+                    "open_minor": st.get("open_minor", {}),
+                    "lake_key": lake_keys.get(name, ""),
+                    "loaded_at": now,
+                }
+                for name, st in stats.items()
+            ],
+        )
+    return {"invoices": len(invoices), "debtors": len(debtors), "quarantine": len(quarantine)}
+
+
+def _dates(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[col]):
+            out[col] = out[col].dt.date
+    return out
+
+
+def _upsert_debtors(conn: sa.Connection, debtors: pd.DataFrame, as_of: date) -> None:
+    """Keep first_seen; refresh everything else.  Staged in a temp table so it is one statement."""
+    cols = [c for c in DEBTOR_COLUMNS if c not in ("first_seen_as_of", "last_seen_as_of")]
+    frame = debtors[cols].assign(first_seen_as_of=as_of, last_seen_as_of=as_of)
+    table = Debtor.__table__
+    insert = (
+        sa.dialects.postgresql.insert(table)
+        if conn.dialect.name == "postgresql"
+        else sa.dialects.sqlite.insert(table)
+    )
+    stmt = insert.on_conflict_do_update(
+        index_elements=["debtor_id"],
+        set_={c: insert.excluded[c] for c in [*cols, "last_seen_as_of"] if c != "debtor_id"},
+    )
+    for start in range(0, len(frame), INSERT_CHUNK):
+        conn.execute(stmt, _records(frame.iloc[start : start + INSERT_CHUNK]))
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """COPY on PostgreSQL (an order of magnitude faster), batched executemany elsewhere."""
+    if frame.empty:
+        return
+    if conn.dialect.name == "postgresql":
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="\\N")
+        buf.seek(0)
+        cols = ", ".join(f'"{c}"' for c in frame.columns)
+        with conn.connection.cursor() as cur:
+            cur.copy_expert(
+                f"COPY \"{table.name}\" ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
+            )
+        return
+    for start in range(0, len(frame), INSERT_CHUNK):
+        conn.execute(sa.insert(table), _records(frame.iloc[start : start + INSERT_CHUNK]))
+
+
+def snapshot_rows(engine: sa.Engine, as_of: date) -> list[dict]:
+    with sa.orm.Session(engine) as session:
+        rows = session.scalars(sa.select(Snapshot).where(Snapshot.as_of == as_of))
+        return [
+            {
+                "source": s.source,
+                "rows_read": s.rows_read,
+                "rows_loaded": s.rows_loaded,
+                "rows_quarantined": s.rows_quarantined,
+                "open_minor": json.loads(json.dumps(s.open_minor)),
+            }
+            for s in rows
+        ]
+
+
+def load_from_lake(engine: sa.Engine, as_of: date, root: Any, validated: dict) -> dict[str, int]:
+    """Load the validated snapshot of ``as_of`` from the lake into the ledger (replacing it)."""
+    stats = lake.read_json(root / validated["stats"])["sources"]
+    frames: dict[str, list[pd.DataFrame]] = {"invoices": [], "debtors": []}
+    for name, key in validated["snapshots"].items():
+        frames[stats[name]["dataset"]].append(lake.read_parquet(root / key))
+    invoices, debtors = (
+        pd.concat(frames[d], ignore_index=True) if frames[d] else pd.DataFrame()
+        for d in ("invoices", "debtors")
+    )
+    if invoices.empty:
+        invoices = pd.DataFrame(columns=[c for c in INVOICE_COLUMNS if c != "as_of"])
+    quarantine = lake.read_parquet(root / validated["quarantine"])
+    return load_snapshot(
+        engine, as_of, invoices, debtors, quarantine, stats, validated["snapshots"]
+    )

@@ -1,0 +1,740 @@
+"""Validate: turn extracted text into typed rows, quarantine what is wrong, stop on a wrong source.
+
+Two levels, because they call for different reactions.  A bad *row* (an unparseable date, a
+formula cell, a duplicated invoice id) is quarantined with its file, line, field and reason and the
+rest of the source goes on.  A bad *source* (empty, stale, totals that don't add up, a balance that
+jumped) means nothing in it can be trusted, so the run stops before anyone is contacted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import available_timezones
+
+import pandas as pd
+import phonenumbers
+from babel import Locale
+from babel.numbers import get_currency_precision, get_territory_currencies
+from email_validator import EmailNotValidError, validate_email
+
+from dunning import lake
+from dunning.config import Config, FileSource, Gates, NumberFormat
+from dunning.schema import (
+    DEBTOR_KINDS,
+    DEBTOR_TEXT_FIELDS,
+    FORMULA_PREFIXES,
+    INVOICE_TEXT_FIELDS,
+    LOCALES,
+    REQUIRED,
+    SOURCE_COLUMNS,
+)
+from dunning.sources import Extracted, read_extracted
+
+# Reason codes recorded with every quarantined row.
+MISSING_FIELD = "MISSING_FIELD"
+BAD_DATE = "BAD_DATE"
+BAD_AMOUNT = "BAD_AMOUNT"
+NEGATIVE_AMOUNT = "NEGATIVE_AMOUNT"
+AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE"
+OPEN_EXCEEDS_AMOUNT = "OPEN_EXCEEDS_AMOUNT"
+BAD_CURRENCY = "BAD_CURRENCY"
+BAD_DOC_TYPE = "BAD_DOC_TYPE"
+DUE_BEFORE_ISSUE = "DUE_BEFORE_ISSUE"
+DUPLICATE_ID = "DUPLICATE_ID"
+UNKNOWN_DEBTOR = "UNKNOWN_DEBTOR"
+BAD_EMAIL = "BAD_EMAIL"
+BAD_PHONE = "BAD_PHONE"
+BAD_VALUE = "BAD_VALUE"
+FORMULA_CELL = "FORMULA_CELL"
+BAD_ENCODING = "BAD_ENCODING"
+MALFORMED_LINE = "MALFORMED_LINE"
+
+DOC_TYPE_ALIASES = {
+    "invoice": "invoice",
+    "inv": "invoice",
+    "bill": "invoice",
+    "credit_note": "credit_note",
+    "credit note": "credit_note",
+    "credit memo": "credit_note",
+    "crn": "credit_note",
+    "cm": "credit_note",
+    "credit": "credit_note",
+}
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", ""})
+QUARANTINE_COLUMNS = (
+    "source",
+    "source_file",
+    "source_row",
+    "field",
+    "reason",
+    "message",
+    "value",
+    "raw",
+)
+
+
+class SourceGateError(RuntimeError):
+    """One or more sources failed a source-level gate; carries every failure, not just the first."""
+
+    def __init__(self, failures: list[dict]):
+        self.failures = failures
+        lines = [f"{f['source']} ({f['file']}): {f['gate']}: {f['message']}" for f in failures]
+        super().__init__("source gates failed, nobody will be contacted:\n  " + "\n  ".join(lines))
+
+
+@dataclass
+class Validated:
+    """Typed clean rows per dataset, the quarantine, and per-source facts for the gates and ledger."""
+
+    invoices: pd.DataFrame
+    debtors: pd.DataFrame
+    quarantine: pd.DataFrame
+    stats: dict[str, dict] = field(default_factory=dict)
+    gate_failures: list[dict] = field(default_factory=list)
+
+
+class _Issues:
+    """Collects (row, field, reason) triples from vectorized checks over one frame."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.parts: list[pd.DataFrame] = []
+
+    def add(self, mask: pd.Series, fld: str, reason: str, message: str | pd.Series) -> None:
+        mask = mask.fillna(False).astype(bool)
+        if not mask.any():
+            return
+        idx = mask[mask].index
+        msg = message[idx] if isinstance(message, pd.Series) else message
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "_idx": idx,
+                    "field": fld,
+                    "reason": reason,
+                    "message": msg,
+                    "value": self.frame.loc[idx, fld].astype("str") if fld in self.frame else "",
+                },
+            )
+        )
+
+    def bad_index(self) -> pd.Index:
+        if not self.parts:
+            return pd.Index([])
+        return pd.Index(pd.concat(self.parts)["_idx"].unique())
+
+    def records(self) -> pd.DataFrame:
+        if not self.parts:
+            return _empty_quarantine()
+        issues = pd.concat(self.parts, ignore_index=True)
+        src = self.frame.loc[issues["_idx"], list(SOURCE_COLUMNS)].reset_index(drop=True)
+        raw_cols = [
+            c for c in self.frame.columns if c not in SOURCE_COLUMNS and not c.startswith("_")
+        ]
+        raw = self.frame.loc[issues["_idx"], raw_cols].astype("str")
+        issues["raw"] = [json.dumps(r, ensure_ascii=False) for r in raw.to_dict("records")]
+        return pd.concat([src, issues.drop(columns="_idx")], axis=1)[list(QUARANTINE_COLUMNS)]
+
+
+def _empty_quarantine() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype="int64" if c == "source_row" else "str") for c in QUARANTINE_COLUMNS}
+    )
+
+
+# --- reference data ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def iso_currencies() -> frozenset[str]:
+    """Currencies legal tender somewhere today: ISO 4217 without the withdrawn ones."""
+    return frozenset(
+        cur
+        for terr in Locale("en").territories
+        for cur in get_territory_currencies(terr, tender=True)
+    )
+
+
+@lru_cache(maxsize=1)
+def iso_countries() -> frozenset[str]:
+    return frozenset(t for t in Locale("en").territories if re.fullmatch(r"[A-Z]{2}", t))
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def currency_exponent(currency: pd.Series) -> pd.Series:
+    """Minor-unit exponent per currency (JPY 0, KWD 3, most 2); NA for unknown codes."""
+    known = {
+        c: get_currency_precision(c) for c in currency.dropna().unique() if c in iso_currencies()
+    }
+    return currency.map(known).astype("Int64")
+
+
+# --- parsers -------------------------------------------------------------------------------------
+
+
+def parse_amount(text: pd.Series, fmt: NumberFormat) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Split money text into sign, integer part and fraction digits without ever using floats.
+
+    Returns (negative, integer digits, fraction digits); the digit columns are NA when the text is
+    not a number in the source's convention.
+    """
+    s = text.str.strip()
+    paren = s.str.startswith("(") & s.str.endswith(")") if fmt.parentheses_negative else False
+    if fmt.parentheses_negative:
+        s = s.where(~paren, s.str.slice(1, -1))
+    if fmt.strip:
+        s = s.str.replace(f"[{re.escape(fmt.strip)}]", "", regex=True)
+    s = s.str.strip()
+    minus = s.str.startswith("-")
+    s = s.where(~minus, s.str.slice(1)).str.strip()
+    if fmt.strip:  # symbol may follow the minus sign: -$12.00
+        s = s.str.replace(f"[{re.escape(fmt.strip)}]", "", regex=True)
+    if fmt.thousands:
+        s = s.str.replace(fmt.thousands, "", regex=False)
+    parts = s.str.extract(rf"^(\d+)(?:{re.escape(fmt.decimal)}(\d*))?$")
+    return (paren | minus), parts[0], parts[1].fillna("")
+
+
+def to_minor(
+    negative: pd.Series, whole: pd.Series, frac: pd.Series, exponent: pd.Series, round_frac: bool
+) -> tuple[pd.Series, pd.Series]:
+    """Exact minor units as (values, too_many_decimals).
+
+    Invoice amounts with more decimals than the currency has are flagged, never rounded: that is
+    a wrong source, not noise.  Control totals that sources compute as float sums are rounded.
+    """
+    exp = exponent.fillna(2).astype("int64")
+    frac_minor = pd.Series(0, index=frac.index, dtype="int64")
+    too_precise = pd.Series(False, index=frac.index)
+    for e in exp.unique():
+        rows = exp == e
+        part = frac[rows]
+        kept = part.str.pad(e, side="right", fillchar="0").str.slice(0, e)
+        minor = pd.to_numeric(kept.replace("", "0"), errors="coerce").fillna(0).astype("int64")
+        rest = part.str.slice(e)
+        if round_frac:
+            minor += rest.str.slice(0, 1).isin(list("56789")).astype("int64")
+        else:
+            too_precise[rows] = rest.str.rstrip("0") != ""
+        frac_minor[rows] = minor
+    fits = whole.str.len().le(15)
+    whole_num = pd.to_numeric(whole.where(fits), errors="coerce")
+    value = whole_num.fillna(0).astype("int64") * (10**exp) + frac_minor
+    value = value.where(~negative, -value)
+    return value.where(whole_num.notna()), too_precise
+
+
+def parse_date(text: pd.Series, fmt: str) -> pd.Series:
+    """Configured format first; ISO 8601 also accepted, since XLSX and SQL cells arrive as ISO."""
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+    if fmt != "%Y-%m-%d":
+        iso = pd.to_datetime(text.where(parsed.isna()), format="%Y-%m-%d", errors="coerce")
+        parsed = parsed.fillna(iso)
+    return parsed.astype("datetime64[s]")
+
+
+def parse_bool(text: pd.Series) -> pd.Series:
+    low = text.str.strip().str.lower()
+    return low.isin(TRUE_WORDS).where(low.isin(TRUE_WORDS | FALSE_WORDS))
+
+
+# --- row checks ----------------------------------------------------------------------------------
+
+
+def _common_checks(issues: _Issues, frame: pd.DataFrame, dataset: str, text_fields: tuple) -> None:
+    for col in REQUIRED[dataset]:
+        issues.add(frame[col].str.strip() == "", col, MISSING_FIELD, f"{col} is required")
+    for col in frame.columns:
+        if col in SOURCE_COLUMNS:
+            continue
+        issues.add(
+            frame[col].str.contains("\ufffd", regex=False),
+            col,
+            BAD_ENCODING,
+            "bytes that are not valid in the source encoding",
+        )
+    for col in text_fields:
+        cell = frame[col].str.lstrip(" ")
+        starts = cell.str.slice(0, 1).isin(FORMULA_PREFIXES)
+        issues.add(starts, col, FORMULA_CELL, "text would run as a spreadsheet formula")
+
+
+def check_invoices(
+    frame: pd.DataFrame, fmt: FileSource | None, gates: Gates
+) -> tuple[pd.DataFrame, _Issues]:
+    """Type one source's invoices; returns the typed frame (all rows) and the issues found."""
+    number = fmt.number if fmt else NumberFormat()
+    date_format = fmt.date_format if fmt else "%Y-%m-%d"
+    issues = _Issues(frame)
+    _common_checks(issues, frame, "invoices", INVOICE_TEXT_FIELDS)
+    out = frame[list(SOURCE_COLUMNS)].copy()
+    out["invoice_id"] = frame["invoice_id"].str.strip()
+    out["debtor_id"] = frame["debtor_id"].str.strip()
+
+    doc = frame["doc_type"].str.strip().str.lower().replace("", "invoice").map(DOC_TYPE_ALIASES)
+    issues.add(doc.isna(), "doc_type", BAD_DOC_TYPE, "doc_type must be invoice or credit note")
+    out["doc_type"] = doc
+
+    cur = frame["currency"].str.strip().str.upper()
+    exponent = currency_exponent(cur)
+    issues.add(
+        exponent.isna() & (cur != ""),
+        "currency",
+        BAD_CURRENCY,
+        "not an ISO 4217 currency code in use",
+    )
+    out["currency"] = cur
+
+    for col in ("issue_date", "due_date"):
+        parsed = parse_date(frame[col].str.strip(), date_format)
+        issues.add(
+            parsed.isna() & (frame[col].str.strip() != ""),
+            col,
+            BAD_DATE,
+            f"not a date in the format {date_format} or YYYY-MM-DD",
+        )
+        out[col] = parsed
+    issues.add(
+        out["due_date"] < out["issue_date"],
+        "due_date",
+        DUE_BEFORE_ISSUE,
+        "due date is before the issue date",
+    )
+
+    limit = int(gates.max_amount_major)
+    for col, minor_col in (("amount", "amount_minor"), ("open_amount", "open_minor")):
+        neg, whole, frac = parse_amount(frame[col], number)
+        value, too_precise = to_minor(neg, whole, frac, exponent, round_frac=False)
+        filled = frame[col].str.strip() != ""
+        issues.add(value.isna() & filled, col, BAD_AMOUNT, "not an amount")
+        issues.add(too_precise, col, BAD_AMOUNT, "more decimals than the currency has")
+        huge = whole.str.len().gt(15) | pd.to_numeric(whole, errors="coerce").gt(limit)
+        issues.add(huge, col, AMOUNT_TOO_LARGE, f"above the configured maximum of {limit:,}")
+        out[minor_col] = value.where(~huge).astype("Int64")
+    wrong_sign = (
+        (
+            (doc == "invoice") & (out["amount_minor"] < 0),
+            "amount",
+            "negative amount on an invoice (credit notes must say so in doc_type)",
+        ),
+        (
+            (doc == "invoice") & (out["open_minor"] < 0),
+            "open_amount",
+            "negative open balance on an invoice",
+        ),
+        (
+            (doc == "credit_note") & (out["amount_minor"] > 0),
+            "amount",
+            "positive amount on a credit note",
+        ),
+    )
+    for mask, col, message in wrong_sign:
+        issues.add(mask, col, NEGATIVE_AMOUNT, message)
+    issues.add(
+        out["open_minor"].abs() > out["amount_minor"].abs(),
+        "open_amount",
+        OPEN_EXCEEDS_AMOUNT,
+        "open balance is larger than the invoice amount",
+    )
+
+    disputed = parse_bool(frame["disputed"])
+    issues.add(disputed.isna(), "disputed", BAD_VALUE, "disputed must be true or false")
+    out["disputed"] = disputed.fillna(False).astype(bool)
+    out["reference"] = frame["reference"]
+    out["customer_name"] = frame["customer_name"]
+    _duplicates(issues, out, "invoice_id")
+    return out, issues
+
+
+def check_debtors(frame: pd.DataFrame) -> tuple[pd.DataFrame, _Issues]:
+    issues = _Issues(frame)
+    _common_checks(issues, frame, "debtors", DEBTOR_TEXT_FIELDS)
+    out = frame.copy()
+    for col in (
+        "debtor_id",
+        "name",
+        "country",
+        "region",
+        "city",
+        "postal_code",
+        "email",
+        "phone",
+        "timezones",
+        "opted_out",
+    ):
+        out[col] = frame[col].str.strip()
+    out["kind"] = frame["kind"].str.strip().str.lower()
+    issues.add(
+        ~out["kind"].isin(DEBTOR_KINDS), "kind", BAD_VALUE, "kind must be consumer or commercial"
+    )
+    out["country"] = out["country"].str.upper()
+    issues.add(
+        ~out["country"].isin(iso_countries()), "country", BAD_VALUE, "not an ISO 3166 country code"
+    )
+    locale = frame["locale"].str.strip().str.replace("-", "_").str.split("_").str[0].str.lower()
+    issues.add(~locale.isin(LOCALES), "locale", BAD_VALUE, f"locale must be one of {LOCALES}")
+    out["locale"] = locale
+    zones = out["timezones"].str.split("|").explode().str.strip()
+    bad_zone = ~zones.isin(_zones())
+    issues.add(
+        bad_zone.groupby(level=0).any(),
+        "timezones",
+        BAD_VALUE,
+        "not an IANA time zone (several are separated by |)",
+    )
+    for col in ("employer_email", "consent_email", "consent_sms"):
+        parsed = parse_bool(frame[col])
+        issues.add(parsed.isna(), col, BAD_VALUE, f"{col} must be true or false")
+        out[col] = parsed.fillna(False).astype(bool)
+    since = parse_date(frame["customer_since"].str.strip(), "%Y-%m-%d")
+    issues.add(
+        since.isna() & (frame["customer_since"].str.strip() != ""),
+        "customer_since",
+        BAD_DATE,
+        "not a date YYYY-MM-DD",
+    )
+    out["customer_since"] = since
+    _check_contacts(issues, out)
+    _duplicates(issues, out, "debtor_id")
+    return out, issues
+
+
+def _check_contacts(issues: _Issues, out: pd.DataFrame) -> None:
+    """Library checks run once per distinct value: cost follows debtors, not invoices."""
+    emails = out["email"]
+    uniq = emails[emails != ""].unique()
+    bad = {e for e in uniq if not _email_ok(e)}
+    issues.add(emails.isin(bad), "email", BAD_EMAIL, "not a valid email address")
+    pairs = out.loc[out["phone"] != "", ["phone", "country"]].drop_duplicates()
+    bad_phones = {
+        (p, c) for p, c in zip(pairs["phone"], pairs["country"], strict=True) if not _phone_ok(p, c)
+    }
+    key = pd.Series(list(zip(out["phone"], out["country"], strict=True)), index=out.index)
+    issues.add(
+        key.isin(bad_phones),
+        "phone",
+        BAD_PHONE,
+        "not a valid E.164 phone number for the debtor's country",
+    )
+
+
+def _email_ok(value: str) -> bool:
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _phone_ok(value: str, country: str) -> bool:
+    if not value.startswith("+"):
+        return False
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number)
+
+
+def _duplicates(issues: _Issues, out: pd.DataFrame, key: str) -> None:
+    """Exact repeats keep their first row; conflicting rows under one id are all held back."""
+    ids = out[key]
+    dup = ids.duplicated(keep=False) & (ids != "")
+    if not dup.any():
+        return
+    payload = [c for c in out.columns if c not in SOURCE_COLUMNS]
+    first_line = out.groupby(key)["source_row"].transform("min")
+    exact = out[payload].astype("str").duplicated(keep="first")
+    same_group = out[dup].groupby(key)[payload].nunique(dropna=False).le(1).all(axis=1)
+    conflicting = ids.map(~same_group).fillna(False).astype(bool) & dup
+    issues.add(
+        exact & dup & ~conflicting,
+        key,
+        DUPLICATE_ID,
+        "exact repeat of line " + first_line.astype("str"),
+    )
+    issues.add(
+        conflicting,
+        key,
+        DUPLICATE_ID,
+        f"{key} appears on several lines with different values; all held back",
+    )
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+def validate(
+    cfg: Config, extracted: list[Extracted], as_of: date, previous: dict[str, dict] | None = None
+) -> Validated:
+    """Validate every source of a run together (invoices must reference known debtors)."""
+    previous = previous or {}
+    quarantines, stats = [], {}
+    debtor_frames, invoice_frames = [], []
+    for ex in sorted(extracted, key=lambda e: e.dataset != "debtors"):
+        src = cfg.source(ex.source)
+        fmt = src if isinstance(src, FileSource) else None
+        if ex.dataset == "debtors":
+            typed, issues = check_debtors(ex.frame)
+        else:
+            typed, issues = check_invoices(ex.frame, fmt, cfg.gates)
+            known = _known_debtors(debtor_frames)
+            if known is not None:
+                issues.add(
+                    ~typed["debtor_id"].isin(known) & (typed["debtor_id"] != ""),
+                    "debtor_id",
+                    UNKNOWN_DEBTOR,
+                    "no debtor with this id in any debtor source",
+                )
+        bad = issues.bad_index()
+        clean = typed.drop(index=bad)
+        q = pd.concat([issues.records(), _malformed(ex)], ignore_index=True)
+        quarantines.append(q)
+        (debtor_frames if ex.dataset == "debtors" else invoice_frames).append(clean)
+        stats[ex.source] = _stats(ex, typed, clean, q)
+    invoices = _concat(invoice_frames)
+    debtors = _concat(debtor_frames)
+    quarantine = pd.concat(quarantines, ignore_index=True) if quarantines else _empty_quarantine()
+    result = Validated(invoices=invoices, debtors=debtors, quarantine=quarantine, stats=stats)
+    result.gate_failures = gate_failures(cfg.gates, extracted, stats, as_of, previous)
+    return result
+
+
+def _known_debtors(frames: list[pd.DataFrame]) -> pd.Index | None:
+    if not frames:
+        return None
+    return pd.Index(pd.concat(frames)["debtor_id"].unique())
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _malformed(ex: Extracted) -> pd.DataFrame:
+    if not ex.malformed:
+        return _empty_quarantine()
+    rows = pd.DataFrame(ex.malformed)
+    return pd.DataFrame(
+        {
+            "source": ex.source,
+            "source_file": ex.file.rsplit("/", 1)[-1],
+            "source_row": rows["row"].astype("int64"),
+            "field": "",
+            "reason": MALFORMED_LINE,
+            "message": rows["message"],
+            "value": "",
+            "raw": rows["raw"],
+        }
+    )
+
+
+def _stats(ex: Extracted, typed: pd.DataFrame, clean: pd.DataFrame, q: pd.DataFrame) -> dict:
+    read = len(ex.frame) + len(ex.malformed)
+    stat = {
+        "source": ex.source,
+        "dataset": ex.dataset,
+        "file": ex.file,
+        "rows_read": read,
+        "rows_clean": len(clean),
+        "rows_quarantined": int(q["source_row"].nunique()),
+        "source_as_of": ex.source_as_of,
+    }
+    if ex.dataset == "invoices":
+        stat["open_minor"] = _by_currency(clean)
+        stat["read_open_minor"] = _by_currency(typed)
+        stat["read_rows_by_currency"] = typed.groupby("currency").size().astype(int).to_dict()
+    return stat
+
+
+def _by_currency(frame: pd.DataFrame) -> dict[str, int]:
+    if frame.empty:
+        return {}
+    sums = frame.groupby("currency")["open_minor"].sum(min_count=1)
+    return {k: int(v) for k, v in sums.dropna().items() if k}
+
+
+# --- source-level gates --------------------------------------------------------------------------
+
+
+def gate_failures(
+    gates: Gates,
+    extracted: list[Extracted],
+    stats: dict[str, dict],
+    as_of: date,
+    previous: dict[str, dict],
+) -> list[dict]:
+    failures: list[dict] = []
+    for ex in extracted:
+        st = stats[ex.source]
+
+        def fail(gate: str, message: str, ex: Extracted = ex) -> None:
+            failures.append(
+                {"source": ex.source, "file": ex.file, "gate": gate, "message": message}
+            )
+
+        if st["rows_read"] == 0:
+            fail("EMPTY", "the source has no data rows")
+            continue
+        if (
+            st["rows_read"]
+            and st["rows_quarantined"] / st["rows_read"] > gates.max_quarantine_share
+        ):
+            fail(
+                "QUARANTINE_SHARE",
+                f"{st['rows_quarantined']} of {st['rows_read']} rows quarantined, above the "
+                f"configured share {gates.max_quarantine_share:.0%}; the layout probably changed",
+            )
+        if ex.source_as_of:
+            src_date = date.fromisoformat(ex.source_as_of)
+            if src_date < as_of - timedelta(days=gates.max_staleness_days):
+                fail(
+                    "STALE",
+                    f"source is as of {src_date}, older than {gates.max_staleness_days}"
+                    f" day(s) before the run's as-of {as_of}",
+                )
+            elif src_date > as_of:
+                fail(
+                    "SOURCE_AHEAD",
+                    f"source is as of {src_date}, after the run's as-of {as_of}; "
+                    "point the source at a dated drop (use {as_of} in its path)",
+                )
+        if ex.dataset == "invoices":
+            failures.extend(_control_failures(ex, st))
+            prev = previous.get(ex.source)
+            if prev:
+                failures.extend(_drift_failures(ex, st, prev, gates))
+    return failures
+
+
+def _control_failures(ex: Extracted, st: dict) -> list[dict]:
+    if not ex.control_totals:
+        return []
+    ctl = pd.DataFrame(ex.control_totals)
+    cur = ctl["currency"].astype("str").str.upper()
+    neg, whole, frac = parse_amount(
+        ctl["open_amount"].astype("str"),
+        NumberFormat(thousands=",", parentheses_negative=True, strip="$£€¥ "),
+    )
+    expected, _ = to_minor(neg, whole, frac, currency_exponent(cur), round_frac=True)
+    out = []
+    for c, exp_minor, rows, line in zip(cur, expected, ctl["rows"], ctl["line"], strict=True):
+        got = st["read_open_minor"].get(c, 0)
+        where = f" (line {int(line)})" if line is not None and not pd.isna(line) else ""
+        if pd.isna(exp_minor) or int(exp_minor) != got:
+            out.append(
+                {
+                    "source": ex.source,
+                    "file": ex.file,
+                    "gate": "CONTROL_TOTAL",
+                    "message": f"{c} open balance read {got} minor units, control total"
+                    f"{where} says {exp_minor}",
+                }
+            )
+        read_rows = st["read_rows_by_currency"].get(c, 0)
+        if rows is not None and not pd.isna(rows) and int(rows) != read_rows:
+            out.append(
+                {
+                    "source": ex.source,
+                    "file": ex.file,
+                    "gate": "CONTROL_ROWS",
+                    "message": f"{c}: read {read_rows} rows, control total says {int(rows)}",
+                }
+            )
+    return out
+
+
+def _drift_failures(ex: Extracted, st: dict, prev: dict, gates: Gates) -> list[dict]:
+    out = []
+    if prev.get("rows"):
+        share = abs(st["rows_read"] - prev["rows"]) / prev["rows"]
+        if share > gates.max_row_change_share:
+            out.append(
+                {
+                    "source": ex.source,
+                    "file": ex.file,
+                    "gate": "ROW_CHANGE",
+                    "message": f"{st['rows_read']} rows against {prev['rows']} in the snapshot"
+                    f" of {prev['as_of']} ({share:.0%} change, limit "
+                    f"{gates.max_row_change_share:.0%})",
+                }
+            )
+    for cur, before in (prev.get("open_minor") or {}).items():
+        now = st["open_minor"].get(cur, 0)
+        if before and abs(now - before) / abs(before) > gates.max_balance_change_share:
+            out.append(
+                {
+                    "source": ex.source,
+                    "file": ex.file,
+                    "gate": "BALANCE_CHANGE",
+                    "message": f"{cur} open balance {now} against {before} minor units on "
+                    f"{prev['as_of']} (limit {gates.max_balance_change_share:.0%})",
+                }
+            )
+    return out
+
+
+def raise_on_gates(result: Validated) -> None:
+    if result.gate_failures:
+        raise SourceGateError(result.gate_failures)
+
+
+# --- stage ---------------------------------------------------------------------------------------
+
+
+def validate_to_lake(
+    cfg: Config, as_of: date, root: Any, extracts: list[dict], previous: dict[str, dict]
+) -> dict:
+    """Validate the day's extracts, write clean snapshots and the quarantine, then apply gates.
+
+    The quarantine and the per-source stats are written before a gate can stop the run, so the
+    operator who gets the failure can open the rows that caused it.
+    """
+    extracted = [read_extracted(root, e["key"]) for e in extracts]
+    result = validate(cfg, extracted, as_of, previous)
+    keys = {}
+    for ex in extracted:
+        frame = result.debtors if ex.dataset == "debtors" else result.invoices
+        part = frame[frame["source"] == ex.source] if len(frame) else frame
+        key = lake.partition("snapshots", as_of, source=ex.source) + f"/{ex.dataset}.parquet"
+        lake.write_parquet(root / key, part)
+        keys[ex.source] = key
+    q_key = lake.partition("quarantine", as_of) + "/quarantine.parquet"
+    lake.write_parquet(root / q_key, result.quarantine)
+    lake.write_bytes(
+        root / q_key.replace(".parquet", ".csv"),
+        neutralize(result.quarantine).to_csv(index=False).encode("utf-8"),
+    )
+    stats_key = lake.partition("snapshots", as_of) + "/stats.json"
+    out = {
+        "snapshots": keys,
+        "quarantine": q_key,
+        "stats": stats_key,
+        "rows_quarantined": int(sum(s["rows_quarantined"] for s in result.stats.values())),
+        "quarantine_by_reason": result.quarantine["reason"].value_counts().astype(int).to_dict(),
+        "gate_failures": result.gate_failures,
+    }
+    lake.write_json(root / stats_key, {**out, "sources": result.stats})
+    raise_on_gates(result)
+    return out
+
+
+def neutralize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Quarantine CSVs are opened in spreadsheets: prefix formula-looking cells with a quote."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            text = out[col].astype("str")
+            risky = text.str.slice(0, 1).isin(FORMULA_PREFIXES)
+            out[col] = text.where(~risky, "'" + text)
+    return out
