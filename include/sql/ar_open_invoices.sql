@@ -1,4 +1,4 @@
--- Open receivables of the SQL AR system as of :as_of, mapped to Dunning's canonical columns.
+-- Open receivables of the SQL AR system as of the run date, mapped to Dunning's canonical columns.
 -- Amounts are cast to text so no float ever touches money; validation converts to minor units.
 SELECT
     invoice_no                                   AS invoice_id,

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
+from pyarrow import csv as pacsv
 
 from dunning import lake
 from dunning.config import SQL_DIR, Config, FileSource, SqlSource
@@ -141,24 +143,41 @@ def _find_header_rows(src: FileSource, path: Path, rows: list[list[str]]) -> tup
 def _read_csv_text(
     src: FileSource, path: Path, text: str, first_line: int
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """Parse with pandas' C reader; fall back to the csv module only when lines are ragged.
-
-    The fallback keeps exact line numbers and sends each unsplittable line to quarantine instead
-    of failing the whole file or, worse, silently skipping it.
-    """
+    """Parse with pyarrow's multithreaded reader; any line with the wrong number of fields
+    (too many *or* too few) sends the file to the exact, line-numbered csv-module path, so a
+    ragged line is quarantined instead of being padded, truncated or silently skipped."""
+    header_line, _, _ = text.partition("\n")
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=src.delimiter,
-            dtype="str",
-            keep_default_na=False,
-            skip_blank_lines=False,
-            engine="c",
-        )
-    except pd.errors.EmptyDataError as exc:
+        header = next(csv.reader([header_line.rstrip("\r")], delimiter=src.delimiter))
+    except StopIteration as exc:
         raise SourceError(f"{path}: source {src.name!r}: no header line") from exc
-    except pd.errors.ParserError:
+    ragged: list[object] = []
+
+    def on_invalid(row: object) -> str:
+        ragged.append(row)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
+            parse_options=pacsv.ParseOptions(
+                delimiter=src.delimiter,
+                invalid_row_handler=on_invalid,
+                ignore_empty_lines=False,
+                newlines_in_values=True,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError):
+        ragged.append("unparseable")
+    if ragged or len(set(header)) != len(header):
         return _read_csv_slow(src, text, first_line)
+    frame = table.to_pandas()
     # Line numbers are 1-based file lines; the header is line ``first_line``.
     frame.index = pd.RangeIndex(first_line + 1, first_line + 1 + len(frame))
     return frame, []
@@ -310,10 +329,11 @@ def _extract_sql(src: SqlSource, url: str, as_of: date) -> Extracted:
             if src.freshness_query:
                 value = conn.execute(sa.text(read_sql_file(src.freshness_query)), params).scalar()
                 fresh = str(value)[:10] if value is not None else None
-    except sa.exc.SQLAlchemyError as exc:
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
         raise SourceError(
-            f"{label}: source {src.name!r}: query failed: {exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0]}"
+            f"{label}: source {src.name!r}: query failed: {type(cause).__name__}: "
+            f"{str(cause).splitlines()[0]}"
         ) from exc
     finally:
         engine.dispose()

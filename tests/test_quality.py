@@ -1,0 +1,241 @@
+"""Row rules quarantine exactly the bad row with file, line, field and reason; gates stop runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from dunning import lake
+from dunning.config import NumberFormat, load_config
+from dunning.quality import SourceGateError, parse_amount, to_minor, validate, validate_to_lake
+from dunning.sources import extract, extract_to_lake
+from tests.factories import customer, invoice, write_portfolio
+
+AS_OF = date(2026, 11, 23)
+
+
+def run(tmp_path, rows, customers=None, previous=None, **kw):
+    cfg = load_config(write_portfolio(tmp_path, rows, customers, **kw))
+    extracted = [extract(cfg, s.name, AS_OF) for s in cfg.sources]
+    return validate(cfg, extracted, AS_OF, previous)
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "field", "reason"),
+    [
+        pytest.param(invoice("INV-9", Num=""), "invoice_id", "MISSING_FIELD", id="missing-id"),
+        pytest.param(invoice("INV-9", Date="31/02/2026"), "issue_date", "BAD_DATE", id="bad-date"),
+        pytest.param(
+            invoice("INV-9", Date="2026/09/05"), "issue_date", "BAD_DATE", id="wrong-format"
+        ),
+        pytest.param(invoice("INV-9", Amount="$12,3a.00"), "amount", "BAD_AMOUNT", id="bad-amount"),
+        pytest.param(invoice("INV-9", Amount="$12.345"), "amount", "BAD_AMOUNT", id="3-decimals"),
+        pytest.param(
+            invoice("INV-9", Amount="($5.00)", **{"Open Balance": "($5.00)"}),
+            "amount",
+            "NEGATIVE_AMOUNT",
+            id="negative-invoice",
+        ),
+        pytest.param(
+            invoice("INV-9", Amount="$99,999,999,999.00"), "amount", "AMOUNT_TOO_LARGE", id="huge"
+        ),
+        pytest.param(
+            invoice("INV-9", Amount="$99999999999999999999.00"),
+            "amount",
+            "AMOUNT_TOO_LARGE",
+            id="overflow",
+        ),
+        pytest.param(
+            invoice("INV-9", **{"Open Balance": "$2,000.00"}),
+            "open_amount",
+            "OPEN_EXCEEDS_AMOUNT",
+            id="open-exceeds",
+        ),
+        pytest.param(invoice("INV-9", Currency="XYZ"), "currency", "BAD_CURRENCY", id="currency"),
+        pytest.param(invoice("INV-9", Currency="DEM"), "currency", "BAD_CURRENCY", id="withdrawn"),
+        pytest.param(invoice("INV-9", Type="Quote"), "doc_type", "BAD_DOC_TYPE", id="doc-type"),
+        pytest.param(
+            invoice("INV-9", **{"Due Date": "01/09/2026"}),
+            "due_date",
+            "DUE_BEFORE_ISSUE",
+            id="due-before-issue",
+        ),
+        pytest.param(
+            invoice("INV-9", Memo='=HYPERLINK("http://x","pay")'),
+            "reference",
+            "FORMULA_CELL",
+            id="formula-eq",
+        ),
+        pytest.param(
+            invoice("INV-9", Memo="@SUM(A1)"), "reference", "FORMULA_CELL", id="formula-at"
+        ),
+        pytest.param(
+            invoice("INV-9", Customer="+cmd|' /C calc'!A0"),
+            "customer_name",
+            "FORMULA_CELL",
+            id="formula-plus",
+        ),
+        pytest.param(
+            invoice("INV-9", **{"Customer ID": "D404"}),
+            "debtor_id",
+            "UNKNOWN_DEBTOR",
+            id="unknown-debtor",
+        ),
+    ],
+)
+def test_invoice_rule_quarantines_only_the_bad_row(tmp_path, bad_row, field, reason):
+    result = run(tmp_path, [invoice("INV-1"), bad_row, invoice("INV-2")])
+    assert list(result.invoices["invoice_id"]) == ["INV-1", "INV-2"]
+    q = result.quarantine
+    hit = q[(q["reason"] == reason) & (q["field"] == field)]
+    assert len(hit) == 1, q[["field", "reason", "message"]]
+    assert set(q["source_row"]) == {7}
+    row = hit.iloc[0]
+    assert (row["source_file"], row["source_row"], row["field"]) == ("erp.csv", 7, field)
+    assert json.loads(row["raw"])["due_date"] == bad_row["Due Date"]  # whole row kept to replay
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "reason"),
+    [
+        pytest.param({"email": "not-an-email"}, "email", "BAD_EMAIL", id="email"),
+        pytest.param({"phone": "+1555"}, "phone", "BAD_PHONE", id="phone-short"),
+        pytest.param({"phone": "6175550123"}, "phone", "BAD_PHONE", id="phone-not-e164"),
+        pytest.param({"kind": "alien"}, "kind", "BAD_VALUE", id="kind"),
+        pytest.param({"country": "XX"}, "country", "BAD_VALUE", id="country"),
+        pytest.param({"timezones": "Mars/Olympus"}, "timezones", "BAD_VALUE", id="timezone"),
+        pytest.param({"locale": "de"}, "locale", "BAD_VALUE", id="locale"),
+        pytest.param({"consent_sms": "maybe"}, "consent_sms", "BAD_VALUE", id="bool"),
+        pytest.param({"name": "=1+2"}, "name", "FORMULA_CELL", id="formula"),
+        pytest.param({"name": ""}, "name", "MISSING_FIELD", id="missing-name"),
+    ],
+)
+def test_debtor_rule_quarantines_only_the_bad_row(tmp_path, bad, field, reason):
+    customers = [customer("D001"), customer("D002", **bad)]
+    result = run(tmp_path, [invoice("INV-1")], customers)
+    assert list(result.debtors["debtor_id"]) == ["D001"]
+    hit = result.quarantine[result.quarantine["reason"] == reason].iloc[0]
+    assert (hit["source_file"], hit["source_row"], hit["field"]) == ("customers.csv", 3, field)
+
+
+def test_duplicate_invoice_ids(tmp_path):
+    rows = [
+        invoice("INV-1"),
+        invoice("INV-1"),
+        invoice("INV-2"),
+        invoice("INV-2", Amount="$1,300.00"),
+    ]
+    result = run(tmp_path, rows)
+    assert list(result.invoices["invoice_id"]) == ["INV-1"]  # exact repeat keeps its first line
+    dupes = result.quarantine[result.quarantine["reason"] == "DUPLICATE_ID"]
+    assert sorted(dupes["source_row"]) == [7, 8, 9]
+    assert "exact repeat of line 6" in set(dupes["message"])
+
+
+def test_invoice_of_a_quarantined_debtor_is_held_back_too(tmp_path):
+    result = run(tmp_path, [invoice("INV-1")], [customer("D001", email="bad@")])
+    assert result.invoices.empty
+    assert set(result.quarantine["reason"]) == {"BAD_EMAIL", "UNKNOWN_DEBTOR"}
+
+
+def test_non_utf8_bytes_quarantine_the_row_and_keep_the_rest(tmp_path):
+    cfg = load_config(write_portfolio(tmp_path, [invoice("INV-1"), invoice("INV-2", Memo="Cafe")]))
+    path = tmp_path / "erp.csv"
+    path.write_bytes(path.read_bytes().replace(b"Cafe", b"Caf\xe9"))
+    result = validate(cfg, [extract(cfg, s.name, AS_OF) for s in cfg.sources], AS_OF)
+    assert list(result.invoices["invoice_id"]) == ["INV-1"]
+    row = result.quarantine.iloc[0]
+    assert (row["reason"], row["source_row"], row["field"]) == ("BAD_ENCODING", 7, "reference")
+
+
+def test_money_is_exact_minor_units():
+    text = pd.Series(["$1,234.50", "(12.05)", "-$0.10", "7", "0.5"])
+    cur = pd.Series(["USD", "USD", "USD", "JPY", "KWD"])
+    from dunning.quality import currency_exponent
+
+    neg, whole, frac = parse_amount(
+        text, NumberFormat(thousands=",", parentheses_negative=True, strip="$")
+    )
+    minor, too_precise = to_minor(neg, whole, frac, currency_exponent(cur), round_frac=False)
+    assert list(minor) == [123450, -1205, -10, 7, 500]
+    assert not too_precise.any()
+
+
+def test_credit_notes_and_partly_paid_invoices_are_clean(tmp_path):
+    rows = [
+        invoice("INV-1", **{"Open Balance": "$234.50"}),
+        invoice("CM-1", Type="Credit Memo", Amount="($50.00)", **{"Open Balance": "($50.00)"}),
+    ]
+    result = run(tmp_path, rows)
+    assert result.quarantine.empty
+    assert list(result.invoices["open_minor"]) == [23450, -5000]
+    assert list(result.invoices["doc_type"]) == ["invoice", "credit_note"]
+
+
+# --- source-level gates --------------------------------------------------------------------
+
+
+def gates_of(result):
+    return {f["gate"] for f in result.gate_failures}
+
+
+def test_empty_source_stops_the_run(tmp_path):
+    assert "EMPTY" in gates_of(run(tmp_path, []))
+
+
+def test_stale_source_stops_the_run(tmp_path):
+    assert gates_of(run(tmp_path, [invoice("INV-1")], erp_as_of="20/11/2026")) == {"STALE"}
+
+
+def test_source_newer_than_the_run_date_stops_a_backfill(tmp_path):
+    assert gates_of(run(tmp_path, [invoice("INV-1")], erp_as_of="24/11/2026")) == {"SOURCE_AHEAD"}
+
+
+def test_control_total_mismatch_stops_the_run(tmp_path):
+    ok = run(tmp_path / "a", [invoice("INV-1")], totals={"USD": "$1,234.50"})
+    assert ok.gate_failures == []
+    bad = run(tmp_path / "b", [invoice("INV-1")], totals={"USD": "$1,234.51"})
+    assert gates_of(bad) == {"CONTROL_TOTAL"}
+    assert "line 8" in bad.gate_failures[0]["message"]
+
+
+def test_control_total_counts_quarantined_rows_too(tmp_path):
+    rows = [invoice("INV-1"), invoice("INV-2", Memo="=evil()")]
+    result = run(tmp_path, rows, totals={"USD": "$2,469.00"})
+    assert result.gate_failures == []
+    assert len(result.quarantine) == 1
+
+
+def test_row_count_and_balance_jumps_stop_the_run(tmp_path):
+    previous = {"erp_us": {"as_of": "2026-11-22", "rows": 10, "open_minor": {"USD": 1_000_000}}}
+    result = run(tmp_path, [invoice("INV-1")], previous=previous)
+    assert gates_of(result) == {"ROW_CHANGE", "BALANCE_CHANGE"}
+
+
+def test_too_many_quarantined_rows_mean_a_wrong_source(tmp_path):
+    rows = [
+        invoice("INV-1", Date="2026-13-01"),
+        invoice("INV-2", Date="2026-13-02"),
+        invoice("INV-3"),
+    ]
+    result = run(tmp_path, rows, gates={"max_quarantine_share": 0.5})
+    assert gates_of(result) == {"QUARANTINE_SHARE"}
+
+
+def test_gate_failure_still_writes_the_quarantine_before_stopping(tmp_path):
+    cfg = load_config(
+        write_portfolio(tmp_path, [invoice("INV-1", Memo="=x()")], erp_as_of="01/11/2026")
+    )
+    root = lake.root((tmp_path / "lake").as_uri())
+    extracts = [extract_to_lake(cfg, s.name, AS_OF, root) for s in cfg.sources]
+    with pytest.raises(
+        SourceGateError, match=r"erp_us \(.*erp\.csv\): STALE: source is as of 2026-11-01"
+    ):
+        validate_to_lake(cfg, AS_OF, root, extracts, {})
+    quarantine = lake.read_parquet(root / "quarantine/as_of=2026-11-23/quarantine.parquet")
+    assert list(quarantine["reason"]) == ["FORMULA_CELL"]
+    csv_text = (root / "quarantine/as_of=2026-11-23/quarantine.csv").read_text()
+    assert "'=x()" in csv_text  # neutralized for whoever opens it in a spreadsheet
