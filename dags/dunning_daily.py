@@ -62,7 +62,7 @@ from dunning.airflow import tasks as t
 )
 def dunning_daily() -> None:
     run = t.resolve_run()
-    extracts = t.extract.partial(run=run).expand(source=run["sources"])
+    extracts = t.extract.partial(run=run).expand(source=t.select_sources())
     validated = t.validate(run=run, extracts=extracts)
     loaded = t.load_ledger(run=run, validated=validated)
     t.summarize(run=run, validated=validated, loaded=loaded)

@@ -67,7 +67,7 @@ def _as_of(run: dict) -> date:
     return date.fromisoformat(run["as_of"])
 
 
-@task(multiple_outputs=True, retry_policy=DATA_ERRORS)
+@task(retry_policy=DATA_ERRORS)
 def resolve_run() -> dict:
     """Fix the business date and mode once, so every later task of the run agrees on them.
 
@@ -85,24 +85,30 @@ def resolve_run() -> dict:
         if params.get("as_of")
         else (logical or due).astimezone(zone).date()
     )
-    names = [s.name for s in cfg.sources]
-    wanted = params.get("sources") or names
-    unknown = sorted(set(wanted) - set(names))
-    if unknown:
-        raise dconfig.ConfigError(
-            f"{cfg.source_file}: sources: no source named {unknown}; configured: {names}"
-        )
     run_type = str(getattr(dag_run, "run_type", "")).lower()
     backfill = "backfill" in run_type or as_of < due.astimezone(zone).date()
     run = {
         "as_of": as_of.isoformat(),
         "backfill": backfill,
         "dry_run": bool(params.get("dry_run")),
-        "sources": [n for n in names if n in wanted],
         "run_id": dag_run.run_id,
     }
-    log.info("Run %s: as_of=%s backfill=%s dry_run=%s sources=%s", *run.values())
+    log.info("Run as_of=%s backfill=%s dry_run=%s run_id=%s", *run.values())
     return run
+
+
+@task(retry_policy=DATA_ERRORS)
+def select_sources() -> list[str]:
+    """The sources this run extracts: the ``sources`` param checked against the config."""
+    cfg = dconfig.load_config()
+    names = [s.name for s in cfg.sources]
+    wanted = get_current_context()["params"].get("sources") or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise dconfig.ConfigError(
+            f"{cfg.source_file}: sources: no source named {unknown}; configured: {names}"
+        )
+    return [n for n in names if n in wanted]
 
 
 @task(map_index_template="{{ source_name }}", retry_policy=DATA_ERRORS)

@@ -1,0 +1,48 @@
+"""Test session set-up: an isolated Airflow home and metadata DB, and the real local servers.
+
+Airflow reads its configuration from the environment when first imported, so the variables are
+set here, at import time of the conftest, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="dunning-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # No config yet: the DAG must still parse (defaults), as in a fresh deployment.
+        "DUNNING_CONFIG": str(_AIRFLOW_HOME / "no-config-yet.yaml"),
+        "DUNNING_LEDGER_URL": f"sqlite:///{_AIRFLOW_HOME / 'ledger.sqlite'}",
+        "DUNNING_LAKE": (_AIRFLOW_HOME / "lake").as_uri(),
+    }
+)
+
+pytest_plugins = ["tests.services_fixtures"]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata DB, made once per session (about 10 s)."""
+    from airflow.utils.db import initdb
+
+    initdb()
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))

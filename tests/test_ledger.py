@@ -1,0 +1,94 @@
+"""The ledger on SQLite and PostgreSQL: migrations, idempotent loads, drift baselines."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from dunning import lake, ledger
+from dunning.config import load_config
+from dunning.quality import validate_to_lake
+from dunning.sources import extract_to_lake
+from tests.factories import customer, invoice, write_portfolio
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def ledger_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+def load_day(tmp_path, url, as_of, rows, customers=None):
+    folder = tmp_path / as_of.isoformat()
+    cfg = load_config(
+        write_portfolio(
+            folder,
+            rows,
+            customers,
+            erp_as_of=as_of.strftime("%d/%m/%Y"),
+            gates={"max_row_change_share": 10, "max_balance_change_share": 10_000},
+        )
+    )
+    root = lake.root((tmp_path / "lake").as_uri())
+    extracts = [extract_to_lake(cfg, s.name, as_of, root) for s in cfg.sources]
+    with ledger.ledger(url) as engine:
+        validated = validate_to_lake(
+            cfg, as_of, root, extracts, ledger.previous_snapshots(engine, as_of)
+        )
+        return ledger.load_from_lake(engine, as_of, root, validated)
+
+
+def count(url, table, **where):
+    with ledger.ledger(url) as engine, engine.connect() as conn:
+        query = sa.select(sa.func.count()).select_from(sa.table(table))
+        for col, value in where.items():
+            query = query.where(sa.column(col) == value)
+        return conn.execute(query).scalar_one()
+
+
+def test_migrations_create_the_schema_and_are_idempotent(ledger_url):
+    ledger.migrate(ledger_url)
+    ledger.migrate(ledger_url)
+    with ledger.ledger(ledger_url) as engine:
+        tables = set(sa.inspect(engine).get_table_names())
+    assert {"snapshots", "debtors", "invoice_snapshots", "quarantine", "alembic_version"} <= tables
+
+
+def test_rerunning_a_day_replaces_it(tmp_path, ledger_url):
+    ledger.migrate(ledger_url)
+    day = date(2026, 11, 23)
+    rows = [invoice("INV-1"), invoice("INV-2", Memo="=bad()")]
+    first = load_day(tmp_path, ledger_url, day, rows)
+    second = load_day(tmp_path, ledger_url, day, rows)
+    assert first == second == {"invoices": 1, "debtors": 1, "quarantine": 1}
+    assert count(ledger_url, "invoice_snapshots") == 1
+    assert count(ledger_url, "quarantine") == 1
+    assert count(ledger_url, "snapshots") == 2  # one per source
+
+
+def test_days_accumulate_and_debtors_keep_first_seen(tmp_path, ledger_url):
+    ledger.migrate(ledger_url)
+    d1, d2 = date(2026, 11, 22), date(2026, 11, 23)
+    load_day(tmp_path, ledger_url, d1, [invoice("INV-1")])
+    big = "$9,999,999.99"
+    load_day(
+        tmp_path,
+        ledger_url,
+        d2,
+        [invoice("INV-1"), invoice("INV-2", Amount=big, **{"Open Balance": big})],
+        [customer("D001", email="new@example.com")],
+    )
+    assert count(ledger_url, "invoice_snapshots", as_of=d1) == 1
+    assert count(ledger_url, "invoice_snapshots", as_of=d2) == 2
+    with ledger.ledger(ledger_url) as engine, engine.connect() as conn:
+        debtor = conn.execute(sa.select(ledger.Debtor.__table__)).one()
+        total = conn.execute(sa.select(sa.func.max(ledger.InvoiceSnapshot.open_minor))).scalar_one()
+        previous = ledger.previous_snapshots(engine, date(2026, 11, 24))
+    assert (debtor.first_seen_as_of, debtor.last_seen_as_of) == (d1, d2)
+    assert debtor.email == "new@example.com"
+    assert total == 999_999_999  # exact minor units, no float on the way
+    assert previous["erp_us"]["as_of"] == "2026-11-23"
+    assert previous["erp_us"]["rows"] == 2
