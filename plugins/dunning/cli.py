@@ -27,6 +27,19 @@ def _services(args: argparse.Namespace) -> int:
     return services.cli_stop(Path(args.state_dir))
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from dunning import bench
+
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    return bench.main(sizes, Path(args.json) if args.json else None)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dunning import demo
+
+    return demo.main(debtors=args.debtors, as_of=args.as_of, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dunning", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--state-dir", default="var/services")
     svc.add_argument("--which", default="s3,smtp", help="comma list of s3, smtp, postgres")
     svc.set_defaults(func=_services)
+    demo = sub.add_parser("demo", help="run dunning_daily end to end with local S3 and SMTP")
+    demo.add_argument("--debtors", type=int, default=2000)
+    demo.add_argument("--as-of", type=date.fromisoformat, default=None, help="default: today")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="time each pipeline stage on generated portfolios")
+    bench.add_argument("--sizes", default="10000,100000,1000000", help="open invoices per run")
+    bench.add_argument("--json", default=None, help="also write one JSON record per size/stage")
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -55,12 +55,16 @@ def resolve_url(url: str) -> str:
 
 
 @cache
-def _ledger_url() -> str:
+def _migrated(url: str) -> str:
     from dunning import ledger
 
-    url = dconfig.ledger_url()
     ledger.migrate(url)
     return url
+
+
+def _ledger_url() -> str:
+    """The ledger URL, migrated once per URL per worker process."""
+    return _migrated(dconfig.ledger_url())
 
 
 def _as_of(run: dict) -> date:

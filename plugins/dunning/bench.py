@@ -1,0 +1,100 @@
+"""``python -m dunning bench``: time and peak memory of each pipeline stage on generated portfolios.
+
+Each stage runs in a fresh spawned process so its peak resident memory is its own (interpreter
+and imports included, as in a real Airflow task), not whatever an earlier stage left behind.
+The stages are the real ones: the same functions the DAG calls, writing to a local lake and a
+SQLite ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import resource
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+STAGES = ("extract", "validate", "load_ledger")
+AS_OF = date(2026, 11, 23)
+
+
+def _stage(name: str, workdir: str, queue: mp.Queue) -> None:
+    from dunning import lake, ledger
+    from dunning.config import load_config
+    from dunning.quality import validate_to_lake
+    from dunning.sources import extract_to_lake
+
+    work = Path(workdir)
+    cfg = load_config(work / "portfolio" / "config.yaml")
+    root = lake.root((work / "lake").as_uri())
+    state = work / "state.json"
+    url = f"sqlite:///{work / 'ledger.sqlite'}"
+    start = time.perf_counter()
+    if name == "extract":
+        result = [extract_to_lake(cfg, s.name, AS_OF, root) for s in cfg.sources]
+    elif name == "validate":
+        result = validate_to_lake(cfg, AS_OF, root, json.loads(state.read_text()), {})
+    else:
+        ledger.migrate(url)
+        with ledger.ledger(url) as engine:
+            result = ledger.load_from_lake(engine, AS_OF, root, json.loads(state.read_text()))
+    seconds = time.perf_counter() - start
+    state.write_text(json.dumps(result))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"seconds": round(seconds, 3), "peak_mb": round(peak_mb, 1)})
+
+
+def run_size(size: int, workdir: Path, seed: int = 0) -> list[dict]:
+    """Generate about ``size`` open invoices and time every stage on them."""
+    from dunning.generate import MEAN_OPEN_INVOICES_PER_DEBTOR, generate
+
+    debtors = max(1, math.ceil(size / MEAN_OPEN_INVOICES_PER_DEBTOR))
+    start = time.perf_counter()
+    generated = generate(workdir / "portfolio", debtors=debtors, as_of=AS_OF, seed=seed)
+    records = [
+        {
+            "size": size,
+            "stage": "generate",
+            "seconds": round(time.perf_counter() - start, 3),
+            "peak_mb": None,
+            "open_invoices": generated["counts"]["open_invoices"],
+        }
+    ]
+    ctx = mp.get_context("spawn")
+    for stage in STAGES:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_stage, args=(stage, str(workdir), queue))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError(f"bench stage {stage} failed at size {size} (exit {proc.exitcode})")
+        records.append({"size": size, "stage": stage, **queue.get()})
+    return records
+
+
+def main(sizes: list[int], json_path: Path | None = None, keep: Path | None = None) -> int:
+    records: list[dict] = []
+    print(f"{'size':>9} {'stage':<12} {'seconds':>9} {'peak MB':>9}")
+    for size in sizes:
+        workdir = Path(tempfile.mkdtemp(prefix=f"dunning-bench-{size}-", dir=keep))
+        try:
+            for rec in run_size(size, workdir):
+                records.append(rec)
+                peak = "" if rec["peak_mb"] is None else f"{rec['peak_mb']:9.0f}"
+                print(f"{size:>9} {rec['stage']:<12} {rec['seconds']:>9.2f} {peak:>9}", flush=True)
+        finally:
+            if keep is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+        ev = [r for r in records if r["size"] == size and r["stage"] in ("extract", "validate")]
+        print(
+            f"{size:>9} {'extract+val':<12} {sum(r['seconds'] for r in ev):>9.2f} "
+            f"{max(r['peak_mb'] for r in ev):>9.0f}",
+            flush=True,
+        )
+    if json_path:
+        json_path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return 0
