@@ -2,10 +2,10 @@
 -- Compared with what extraction read; a mismatch stops the run before anyone is contacted.
 SELECT
     currency                         AS currency,
-    CAST(SUM(open_balance) AS TEXT)  AS open_amount,
+    CAST(SUM(CAST(open_balance AS NUMERIC)) AS TEXT) AS open_amount,
     COUNT(*)                         AS rows
 FROM ar_invoices
-WHERE open_balance <> 0
+WHERE CAST(open_balance AS NUMERIC) <> 0
   AND CAST(issued_on AS TEXT) <= :as_of
 GROUP BY currency
 ORDER BY currency

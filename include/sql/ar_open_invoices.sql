@@ -12,6 +12,6 @@ SELECT
     reference                                    AS reference,
     CASE WHEN disputed = 1 THEN 'true' ELSE 'false' END AS disputed
 FROM ar_invoices
-WHERE open_balance <> 0
+WHERE CAST(open_balance AS NUMERIC) <> 0
   AND CAST(issued_on AS TEXT) <= :as_of
 ORDER BY invoice_no
