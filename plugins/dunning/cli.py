@@ -40,6 +40,12 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main(debtors=args.debtors, as_of=args.as_of, seed=args.seed)
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from dunning import demo
+
+    return demo.ui(debtors=args.debtors, as_of=args.as_of, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dunning", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--as-of", type=date.fromisoformat, default=None, help="default: today")
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=_demo)
+
+    ui = sub.add_parser("ui", help="airflow standalone on 127.0.0.1 with the demo set-up")
+    ui.add_argument("--debtors", type=int, default=2000)
+    ui.add_argument("--as-of", type=date.fromisoformat, default=None, help="default: today")
+    ui.add_argument("--seed", type=int, default=7)
+    ui.set_defaults(func=_ui)
 
     bench = sub.add_parser("bench", help="time each pipeline stage on generated portfolios")
     bench.add_argument("--sizes", default="10000,100000,1000000", help="open invoices per run")

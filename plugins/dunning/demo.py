@@ -111,3 +111,21 @@ def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
         snapshots = client.list_objects_v2(Bucket=LAKE_BUCKET, Prefix="snapshots/")
         print(f"Snapshot objects on S3: {[o['Key'] for o in snapshots.get('Contents', [])]}")
     return 0
+
+
+def ui(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
+    """``airflow standalone`` on 127.0.0.1 with the demo portfolio, S3 and SMTP; Ctrl-C stops all."""
+    as_of = as_of or date.today()
+    with services.running(VAR / "services", "s3,smtp") as svc:
+        env = prepare(debtors, as_of, seed, svc)
+        port = env["AIRFLOW__API__PORT"]
+        home = Path(env["AIRFLOW_HOME"])
+        print(
+            f"Airflow UI: http://127.0.0.1:{port}  (user admin, password in "
+            f"{home / 'simple_auth_manager_passwords.json.generated'}); Ctrl-C stops everything.",
+            flush=True,
+        )
+        try:
+            return subprocess.run(["airflow", "standalone"], env=env).returncode
+        except KeyboardInterrupt:
+            return 0
