@@ -9,7 +9,7 @@ bash scripts/setup.sh
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing PostgreSQL (Debian package) for the ledger tests ..."
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
   fi
 fi
 
