@@ -239,3 +239,33 @@ def test_gate_failure_still_writes_the_quarantine_before_stopping(tmp_path):
     assert list(quarantine["reason"]) == ["FORMULA_CELL"]
     csv_text = (root / "quarantine/as_of=2026-11-23/quarantine.csv").read_text()
     assert "'=x()" in csv_text  # neutralized for whoever opens it in a spreadsheet
+
+
+def test_contact_fast_paths_never_accept_what_the_libraries_reject(tmp_path):
+    """The vectorized checks only accept; whatever they accept, the libraries accept too."""
+    import phonenumbers
+    from email_validator import EmailNotValidError, validate_email
+
+    from dunning.generate import generate
+    from dunning.quality import emails_surely_valid, phones_surely_valid
+
+    generate(tmp_path, debtors=400, as_of=AS_OF, seed=5)
+    people = pd.read_csv(tmp_path / "customers.csv", dtype="str", keep_default_na=False)
+    odd_phones = ["+1555", "+12345", "+4420794609581", "+97150", "+999123456789", "+0123", "+1"]
+    odd_emails = ["a@b", "a..b@x.com", ".a@x.com", "a@x.test", "a@-x.com", "x" * 65 + "@x.com"]
+    phones = pd.Series([*people["phone"], *odd_phones], dtype="str")
+    emails = pd.Series([*people["email"], *odd_emails], dtype="str")
+
+    fast_phone = phones_surely_valid(phones)
+    for phone in phones[fast_phone]:
+        assert phonenumbers.is_valid_number(phonenumbers.parse(phone, None)), phone
+    assert fast_phone[: len(people)].mean() > 0.95  # the fast path does carry the load
+    assert not fast_phone[len(people) :].any()
+
+    fast_email = emails_surely_valid(emails)
+    for email in emails[fast_email]:
+        validate_email(email, check_deliverability=False)
+    assert not fast_email[len(people) :].any()
+    for email in odd_emails[:-1]:  # the library tolerates long local parts; we leave those to it
+        with pytest.raises(EmailNotValidError):
+            validate_email(email, check_deliverability=False)

@@ -44,8 +44,15 @@ def _stage(name: str, workdir: str, queue: mp.Queue) -> None:
             result = ledger.load_from_lake(engine, AS_OF, root, json.loads(state.read_text()))
     seconds = time.perf_counter() - start
     state.write_text(json.dumps(result))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"seconds": round(seconds, 3), "peak_mb": round(peak_mb, 1)})
+    queue.put({"seconds": round(seconds, 3), "peak_mb": round(_peak_rss_mb(), 1)})
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM belongs to this address space; ru_maxrss would carry the parent's peak over exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_size(size: int, workdir: Path, seed: int = 0) -> list[dict]:
