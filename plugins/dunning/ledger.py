@@ -192,11 +192,11 @@ def load_snapshot(
         for table in (InvoiceSnapshot, QuarantinedRow, Snapshot):
             conn.execute(sa.delete(table).where(table.as_of == as_of, table.source.in_(sources)))
         inv = invoices.assign(as_of=as_of)
-        _bulk_insert(conn, InvoiceSnapshot.__table__, _dates(inv)[INVOICE_COLUMNS])
+        _bulk_insert(conn, InvoiceSnapshot.__table__, inv[INVOICE_COLUMNS])
         q = quarantine.assign(as_of=as_of)
         _bulk_insert(conn, QuarantinedRow.__table__, q[QUARANTINE_COLUMNS])
         if len(debtors):
-            _upsert_debtors(conn, _dates(debtors), as_of)
+            _upsert_debtors(conn, debtors, as_of)
         now = datetime.now(UTC)
         conn.execute(
             sa.insert(Snapshot.__table__),
@@ -222,52 +222,74 @@ def load_snapshot(
     return {"invoices": len(invoices), "debtors": len(debtors), "quarantine": len(quarantine)}
 
 
-def _dates(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    for col in out.columns:
-        if pd.api.types.is_datetime64_any_dtype(out[col]):
-            out[col] = out[col].dt.date
-    return out
-
-
 def _upsert_debtors(conn: sa.Connection, debtors: pd.DataFrame, as_of: date) -> None:
-    """Keep first_seen; refresh everything else.  Staged in a temp table so it is one statement."""
+    """Refresh each debtor's attributes; ``first_seen_as_of`` keeps the day we first saw them."""
     cols = [c for c in DEBTOR_COLUMNS if c not in ("first_seen_as_of", "last_seen_as_of")]
     frame = debtors[cols].assign(first_seen_as_of=as_of, last_seen_as_of=as_of)
-    table = Debtor.__table__
-    insert = (
-        sa.dialects.postgresql.insert(table)
-        if conn.dialect.name == "postgresql"
-        else sa.dialects.sqlite.insert(table)
-    )
-    stmt = insert.on_conflict_do_update(
-        index_elements=["debtor_id"],
-        set_={c: insert.excluded[c] for c in [*cols, "last_seen_as_of"] if c != "debtor_id"},
-    )
-    for start in range(0, len(frame), INSERT_CHUNK):
-        conn.execute(stmt, _records(frame.iloc[start : start + INSERT_CHUNK]))
+    refresh = [c for c in frame.columns if c not in ("debtor_id", "first_seen_as_of")]
+    _bulk_insert(conn, Debtor.__table__, frame, conflict=("debtor_id", refresh))
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+def _sql_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dates as ISO text, NA as None: what both drivers' bulk paths take, built vectorized."""
+    out = {}
+    for col in frame.columns:
+        series = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            series = series.dt.strftime("%Y-%m-%d")
+        elif len(series) and isinstance(series.iloc[0], date):
+            series = pd.Series([d.isoformat() for d in series], index=series.index)
+        out[col] = series.astype(object).where(series.notna(), None)
+    return pd.DataFrame(out, index=frame.index)
 
 
-def _bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-    """COPY on PostgreSQL (an order of magnitude faster), batched executemany elsewhere."""
+def _bulk_insert(
+    conn: sa.Connection,
+    table: sa.Table,
+    frame: pd.DataFrame,
+    conflict: tuple[str, list[str]] | None = None,
+) -> None:
+    """Bulk insert (or upsert on ``conflict=(key, columns to refresh)``) at driver speed.
+
+    PostgreSQL gets COPY (into a temp table first when upserting); SQLite the driver's
+    executemany on plain tuples -- both an order of magnitude faster than ORM-style rows.
+    """
     if frame.empty:
         return
-    if conn.dialect.name == "postgresql":
+    values = _sql_values(frame)
+    cols = ", ".join(f'"{c}"' for c in frame.columns)
+    on_conflict = ""
+    if conflict:
+        key, refresh = conflict
+        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in refresh)
+        on_conflict = f' ON CONFLICT ("{key}") DO UPDATE SET {sets}'
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
         buf = io.StringIO()
-        frame.to_csv(buf, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="\\N")
+        values.to_csv(buf, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="\\N")
         buf.seek(0)
-        cols = ", ".join(f'"{c}"' for c in frame.columns)
+        target = f'"{table.name}"'
         with conn.connection.cursor() as cur:
-            cur.copy_expert(
-                f"COPY \"{table.name}\" ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
-            )
+            if conflict:
+                target = f"_stage_{table.name}"
+                cur.execute(f'CREATE TEMP TABLE {target} (LIKE "{table.name}") ON COMMIT DROP')
+            cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
+            if conflict:
+                cur.execute(
+                    f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {target}{on_conflict}'
+                )
         return
-    for start in range(0, len(frame), INSERT_CHUNK):
-        conn.execute(sa.insert(table), _records(frame.iloc[start : start + INSERT_CHUNK]))
+    if dialect != "sqlite":
+        raise ValueError(f"the ledger supports sqlite and postgresql, not {dialect}")
+    marks = ", ".join("?" * len(frame.columns))
+    sql = f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks}){on_conflict}'
+    rows = list(values.itertuples(index=False, name=None))
+    cursor = conn.connection.cursor()
+    try:
+        for start in range(0, len(rows), INSERT_CHUNK):
+            cursor.executemany(sql, rows[start : start + INSERT_CHUNK])
+    finally:
+        cursor.close()
 
 
 def snapshot_rows(engine: sa.Engine, as_of: date) -> list[dict]:

@@ -48,3 +48,4 @@ CHANNELS: Final = ("email", "sms", "letter", "call")
 LOCALES: Final = ("en", "fr", "ar")
 # A spreadsheet runs a cell starting with one of these (OWASP CSV injection); tab/CR too.
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_PATTERN: Final = r"[=+\-@\t\r]"
