@@ -171,3 +171,16 @@ def test_customer_master_is_read(tmp_path):
     ex = extract(cfg, "customers", AS_OF)
     assert ex.dataset == "debtors"
     assert list(ex.frame["debtor_id"]) == ["D001", "D002"]
+
+
+def test_generated_portfolio_folder_can_move(tmp_path):
+    import shutil
+
+    from dunning.generate import generate
+
+    generate(tmp_path / "a", debtors=40, as_of=AS_OF, seed=2)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    cfg = load_config(tmp_path / "b" / "config.yaml")
+    rows = {s.name: len(extract(cfg, s.name, AS_OF).frame) for s in cfg.sources}
+    assert rows["ar_db"] > 0
+    assert rows["erp_us"] > 0

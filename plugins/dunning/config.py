@@ -147,6 +147,13 @@ class Config(_Strict):
                 return src
         raise KeyError(f"no source named {name!r} in {self.source_file}")
 
+    def resolve_sqlite(self, url: str) -> str:
+        """``sqlite:///relative.db`` is relative to the config file too (absolute URLs pass)."""
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or url.startswith(prefix + "/"):
+            return url
+        return prefix + str(self.resolve(Path(url.removeprefix(prefix))))
+
     def resolve(self, path: Path) -> Path:
         """Paths in the config are relative to the config file, so a portfolio folder can move."""
         base = self.source_file.parent if self.source_file else Path.cwd()

@@ -9,12 +9,16 @@ from the environment this module sets up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from dunning import reports, services
 from dunning.config import REPO_ROOT
@@ -43,6 +47,15 @@ def airflow_env(home: Path) -> dict[str, str]:
     }
 
 
+def ensure_bucket(client: Any, bucket: str) -> None:
+    """Create once; SeaweedFS keeps buckets across restarts but may not list them at once."""
+    try:
+        client.create_bucket(Bucket=bucket)
+    except client.exceptions.ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
 def prepare(debtors: int, as_of: date, seed: int, svc: dict) -> dict[str, str]:
     """Portfolio, bucket, metadata DB; returns the environment for Airflow processes."""
     from dunning.generate import generate
@@ -51,9 +64,7 @@ def prepare(debtors: int, as_of: date, seed: int, svc: dict) -> dict[str, str]:
     print(f"Generating {debtors} debtors as of {as_of} into {portfolio} ...", flush=True)
     generated = generate(portfolio, debtors=debtors, as_of=as_of, seed=seed)
     print(f"  {json.dumps(generated['counts'])}", flush=True)
-    client = services.s3_client(svc["s3"].url)
-    if LAKE_BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
-        client.create_bucket(Bucket=LAKE_BUCKET)
+    ensure_bucket(services.s3_client(svc["s3"].url), LAKE_BUCKET)
     env = {
         **os.environ,
         **airflow_env(VAR / "airflow"),
@@ -80,7 +91,8 @@ def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
         print(f"S3 (SeaweedFS) at {svc['s3'].url}, SMTP at 127.0.0.1:{svc['smtp'].port}")
         env = prepare(debtors, as_of, seed, svc)
         print(f"Running dunning_daily for {as_of} with dag.test() ...", flush=True)
-        log = VAR / "demo-run.log"
+        log, result_file = VAR / "demo-run.log", VAR / "demo-run.json"
+        result_file.unlink(missing_ok=True)
         with log.open("w") as fh:
             proc = subprocess.run(
                 [
@@ -89,13 +101,14 @@ def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
                     "dunning.airflow.run",
                     "--conf",
                     json.dumps({"as_of": as_of.isoformat()}),
+                    "--result",
+                    str(result_file),
                 ],
                 env=env,
-                stdout=subprocess.PIPE,
-                stderr=fh,
-                text=True,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
             )
-        result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
         print(f"DAG run: {result.get('state', 'crashed')}; tasks: {result.get('tasks')}")
         if proc.returncode != 0:
             print(f"The run failed; the full Airflow log is in {log}", file=sys.stderr)
@@ -113,19 +126,55 @@ def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
     return 0
 
 
+# airflow standalone would also start log servers that bind every interface (their host is
+# hard-coded); with logs on local disk the API server reads them directly, so they are skipped.
+UI_COMPONENTS = (
+    ["scheduler", "--skip-serve-logs"],
+    ["dag-processor"],
+    ["triggerer", "--skip-serve-logs"],
+)
+
+
 def ui(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
-    """``airflow standalone`` on 127.0.0.1 with the demo portfolio, S3 and SMTP; Ctrl-C stops all."""
+    """The Airflow UI on 127.0.0.1 with the demo portfolio, S3 and SMTP; Ctrl-C stops it all."""
     as_of = as_of or date.today()
     with services.running(VAR / "services", "s3,smtp") as svc:
         env = prepare(debtors, as_of, seed, svc)
         port = env["AIRFLOW__API__PORT"]
         home = Path(env["AIRFLOW_HOME"])
-        print(
-            f"Airflow UI: http://127.0.0.1:{port}  (user admin, password in "
-            f"{home / 'simple_auth_manager_passwords.json.generated'}); Ctrl-C stops everything.",
-            flush=True,
-        )
+        commands = [["api-server", "--host", "127.0.0.1", "--port", port], *UI_COMPONENTS]
+        procs = []
         try:
-            return subprocess.run(["airflow", "standalone"], env=env).returncode
+            for cmd in commands:
+                log = (home / f"{cmd[0]}.log").open("w")
+                procs.append(
+                    subprocess.Popen(
+                        ["airflow", *cmd],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            print(
+                f"Airflow UI: http://127.0.0.1:{port}  (user admin, password in "
+                f"{home / 'simple_auth_manager_passwords.json.generated'}); component logs in "
+                f"{home}/*.log; Ctrl-C stops everything.",
+                flush=True,
+            )
+            while all(p.poll() is None for p in procs):
+                time.sleep(1)
+            failed = [c[0] for c, p in zip(commands, procs, strict=True) if p.poll() is not None]
+            print(f"Airflow component(s) exited: {failed}; see {home}/*.log", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             return 0
+        finally:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)

@@ -1959,7 +1959,10 @@ def generate(
         counts = _write_files(paths, d, cases, docs, st, day, seed, as_of)
         counts["sql_invoices"] = sql_job.result()
     paths["config"].write_text(
-        yaml.safe_dump(_config(url), sort_keys=False, allow_unicode=True), encoding="utf-8"
+        yaml.safe_dump(
+            _config(sql_url or "sqlite:///ar.sqlite"), sort_keys=False, allow_unicode=True
+        ),
+        encoding="utf-8",
     )
     codes = np.array(_COUNTRY_CODES)[d.country]
     return {

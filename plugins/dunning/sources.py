@@ -71,7 +71,7 @@ def extract(
         path = cfg.resolve(Path(str(src.path).format(as_of=as_of.isoformat())))
         return _extract_file(src, path)
     url = resolve_url(src.url) if resolve_url else src.url
-    return _extract_sql(src, url, as_of)
+    return _extract_sql(src, cfg.resolve_sqlite(url), as_of)
 
 
 # --- files -------------------------------------------------------------------------------------

@@ -33,9 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dunning.airflow.run")
     parser.add_argument("--dag", default="dunning_daily")
     parser.add_argument("--conf", default="{}", help="run conf (params) as JSON")
+    parser.add_argument("--result", type=Path, help="also write the outcome as JSON here")
     args = parser.parse_args(argv)
     state, tasks = run_dag(args.dag, json.loads(args.conf))
-    print(json.dumps({"state": state, "tasks": tasks}))
+    outcome = json.dumps({"state": state, "tasks": tasks})
+    print(outcome)
+    if args.result:
+        args.result.write_text(outcome, encoding="utf-8")
     return 0 if state == "success" else 1
 
 
