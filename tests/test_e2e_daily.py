@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -33,10 +34,10 @@ def daily_env(airflow_db, s3_server, s3_bucket, tmp_path, monkeypatch):
     return use
 
 
-def run(conf: dict) -> tuple[str, dict]:
+def run(conf: dict, **test_kwargs) -> tuple[str, dict]:
     from dunning.airflow.run import run_dag
 
-    return run_dag("dunning_daily", conf)
+    return run_dag("dunning_daily", conf, **test_kwargs)
 
 
 def get_json(client, bucket, key):
@@ -102,3 +103,27 @@ def test_wrong_source_stops_the_run_before_the_ledger(daily_env, s3_client, s3_b
     assert tasks["summarize"] == "upstream_failed"
     stats = get_json(s3_client, s3_bucket, f"snapshots/as_of={TODAY.isoformat()}/stats.json")
     assert [f["gate"] for f in stats["gate_failures"]] == ["CONTROL_TOTAL"]
+
+
+def test_run_without_logical_date_takes_the_day_it_was_due(daily_env, s3_client, s3_bucket):
+    """A run triggered with no logical date (allowed in Airflow 3) is for the day it was due,
+    in the portfolio's time zone; the generated config schedules in America/New_York."""
+    today_there = datetime.now(ZoneInfo("America/New_York")).date()
+    daily_env(today_there)
+    state, tasks = run({}, logical_date=None)
+    assert state == "success", tasks
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(today_there))
+    assert summary["backfill"] is False
+
+
+def test_sources_param_limits_the_run_and_rejects_unknown_names(daily_env, s3_client, s3_bucket):
+    daily_env(TODAY)
+    state, tasks = run({"as_of": TODAY.isoformat(), "sources": ["customers", "erp_us"]})
+    assert state == "success", tasks
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
+    assert set(summary["sources"]) == {"customers", "erp_us"}
+
+    state, tasks = run({"as_of": TODAY.isoformat(), "sources": ["erp_uk"]})
+    assert state == "failed"
+    assert tasks["select_sources"] == "failed"
+    assert "extract" not in {t.split("[")[0] for t, s in tasks.items() if s == "success"}

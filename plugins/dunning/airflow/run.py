@@ -16,12 +16,15 @@ from airflow.dag_processing.dagbag import DagBag
 DAGS = Path(__file__).resolve().parents[3] / "dags"
 
 
-def run_dag(dag_id: str, conf: dict) -> tuple[str, dict[str, str]]:
-    """Returns the run state and each task's state (mapped tasks as ``task[i]``)."""
+def run_dag(dag_id: str, conf: dict, **test_kwargs: object) -> tuple[str, dict[str, str]]:
+    """Returns the run state and each task's state (mapped tasks as ``task[i]``).
+
+    ``test_kwargs`` go to ``dag.test`` (e.g. ``logical_date=None`` for a run without one).
+    """
     bag = DagBag(dag_folder=str(DAGS))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    run = bag.dags[dag_id].test(run_conf=conf)
+    run = bag.dags[dag_id].test(run_conf=conf, **test_kwargs)
     states = {
         (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(ti.state)
         for ti in run.get_task_instances()
