@@ -6,6 +6,7 @@ it are relative to the file itself, so a generated portfolio can be moved as a f
 
 from __future__ import annotations
 
+import itertools
 import os
 from datetime import date
 from pathlib import Path
@@ -118,6 +119,139 @@ class Schedule(_Strict):
         return value
 
 
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+Channel = Literal["email", "sms", "letter", "call"]
+Op = Literal["gt", "ge", "lt", "le", "eq", "ne", "in", "not_in"]
+
+
+class Aging(_Strict):
+    """Upper bounds (days past due) of the aging buckets; past the last one is ``N+``."""
+
+    buckets: list[int] = [0, 30, 60, 90, 120]
+
+    @field_validator("buckets")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if not value or value[0] != 0 or any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("must start at 0 and increase, e.g. [0, 30, 60, 90, 120]")
+        return value
+
+    def labels(self) -> list[str]:
+        """current, 1-30, 31-60, ..., 120+ for the default bounds."""
+        inner = [f"{a + 1}-{b}" for a, b in zip(self.buckets, self.buckets[1:], strict=False)]
+        return ["current", *inner, f"{self.buckets[-1]}+"]
+
+
+class History(_Strict):
+    """Clean exports of the AR system's past: the ledger history features and the model learn from."""
+
+    invoices: Path | None = None
+    payments: Path | None = None
+    contacts: Path | None = None
+    compliance_events: Path | None = None
+
+
+class Risk(_Strict):
+    horizon_days: int = Field(30, gt=0)
+    min_auc: float = Field(0.6, ge=0.5, le=1)  # a model below this is not approved for scoring
+    test_months: int = Field(3, gt=0)
+
+
+class Step(_Strict):
+    """One cadence step: when (days from the oldest open due date), how and in which words."""
+
+    name: Name
+    offset_days: int
+    channels: list[Channel] = Field(min_length=1)
+    template: Name
+    tone: Literal["friendly", "neutral", "firm", "final"] = "neutral"
+
+
+class Strategy(_Strict):
+    steps: list[Step] = Field(min_length=1)
+    min_gap_days: int = Field(3, ge=0)
+    business_days: bool = True  # move a contact off weekends and the debtor's public holidays
+    stop_when: list[
+        Literal["paid", "promise_to_pay", "payment_plan_current", "dispute", "placed"]
+    ] = ["paid", "promise_to_pay", "payment_plan_current", "dispute", "placed"]
+
+    @model_validator(mode="after")
+    def _ordered_steps(self) -> Strategy:
+        offsets = [s.offset_days for s in self.steps]
+        if offsets != sorted(set(offsets)):
+            raise ValueError(f"step offsets must strictly increase, got {offsets}")
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"step names must be unique, got {names}")
+        return self
+
+
+class Segment(_Strict):
+    """A debtor is in the first segment (by priority, else list order) whose conditions all hold."""
+
+    name: Name
+    when: dict[str, dict[Op, float | int | str | bool | list[float | int | str]]] = {}
+    strategy: Name | None  # None: no contact (e.g. disputed, in hardship review)
+    priority: int | None = None
+    description: str = ""
+
+    @field_validator("when")
+    @classmethod
+    def _known_features(cls, value: dict) -> dict:
+        from dunning.schema import SEGMENT_FEATURES
+
+        unknown = sorted(set(value) - set(SEGMENT_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; known: {list(SEGMENT_FEATURES)}")
+        return value
+
+
+class Arm(_Strict):
+    """An experiment variant: other templates and/or other offsets for some steps."""
+
+    name: Name
+    weight: float = Field(1.0, gt=0)
+    templates: dict[str, Name] = {}  # step name -> template
+    offsets: dict[str, int] = {}  # step name -> offset_days
+
+
+class Experiment(_Strict):
+    name: Name
+    segments: list[str] = []  # empty: every segment that has a strategy
+    holdout_share: float = Field(0.1, ge=0, lt=1)
+    arms: list[Arm] = Field(min_length=1)
+
+
+DEFAULT_STRATEGIES = {
+    "standard": Strategy(
+        steps=[
+            Step(
+                name="nudge",
+                offset_days=-3,
+                channels=["email"],
+                template="reminder_nudge",
+                tone="friendly",
+            ),
+            Step(name="overdue", offset_days=3, channels=["email"], template="reminder_overdue"),
+            Step(
+                name="firm",
+                offset_days=14,
+                channels=["email", "sms"],
+                template="reminder_firm",
+                tone="firm",
+            ),
+            Step(
+                name="final",
+                offset_days=30,
+                channels=["letter"],
+                template="final_notice",
+                tone="final",
+            ),
+        ]
+    )
+}
+
+
 class Portfolio(_Strict):
     name: str
     collector: Literal["creditor", "third_party"] = "creditor"
@@ -129,6 +263,12 @@ class Config(_Strict):
     schedule: Schedule = Schedule()
     sources: list[Source]
     gates: Gates = Gates()
+    aging: Aging = Aging()
+    history: History = History()
+    risk: Risk = Risk()
+    strategies: dict[str, Strategy] = DEFAULT_STRATEGIES
+    segments: list[Segment] = [Segment(name="all", strategy="standard")]
+    experiments: list[Experiment] = []
     source_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -139,7 +279,61 @@ class Config(_Strict):
             raise ValueError(f"source names must be unique, repeated: {dupes}")
         if not any(s.dataset == "invoices" for s in self.sources):
             raise ValueError("at least one source must have dataset: invoices")
+        self._check_segments()
+        self._check_experiments()
         return self
+
+    def _check_segments(self) -> None:
+        names = [s.name for s in self.segments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"segments: names must be unique, got {names}")
+        for i, seg in enumerate(self.segments):
+            if seg.strategy is not None and seg.strategy not in self.strategies:
+                raise ValueError(
+                    f"segments.{i}.strategy: no strategy {seg.strategy!r}; "
+                    f"defined: {sorted(self.strategies)}"
+                )
+        given = [s.priority for s in self.segments if s.priority is not None]
+        if given and len(given) != len(self.segments):
+            raise ValueError("segments: give every segment a priority, or none (list order)")
+        for a, b in zip(self.ordered_segments(), self.ordered_segments()[1:], strict=False):
+            if a.priority is not None and a.priority == b.priority:
+                raise ValueError(
+                    f"segments: {a.name!r} and {b.name!r} share priority {a.priority}, so a "
+                    "debtor matching both has no order"
+                )
+        last = self.ordered_segments()[-1]
+        if last.when:
+            raise ValueError(
+                f"segments: the last segment ({last.name!r}) must have no conditions, so every "
+                "debtor gets exactly one segment"
+            )
+
+    def _check_experiments(self) -> None:
+        segments = {s.name: s for s in self.segments}
+        for i, exp in enumerate(self.experiments):
+            for name in exp.segments:
+                if name not in segments:
+                    raise ValueError(f"experiments.{i}.segments: no segment {name!r}")
+            covered = [segments[n] for n in exp.segments] or list(self.segments)
+            steps = {
+                st.name
+                for seg in covered
+                if seg.strategy
+                for st in self.strategies[seg.strategy].steps
+            }
+            for arm in exp.arms:
+                unknown = sorted((set(arm.templates) | set(arm.offsets)) - steps)
+                if unknown:
+                    raise ValueError(
+                        f"experiments.{i}.arms.{arm.name}: no step named {unknown} in the "
+                        "strategies of its segments"
+                    )
+
+    def ordered_segments(self) -> list[Segment]:
+        if all(s.priority is not None for s in self.segments):
+            return sorted(self.segments, key=lambda s: s.priority)
+        return list(self.segments)
 
     def source(self, name: str) -> FileSource | SqlSource:
         for src in self.sources:

@@ -115,6 +115,79 @@ class QuarantinedRow(Base):
     raw: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class DebtorBucket(Base):
+    """A debtor's aging bucket on a business date: the raw data of roll and cure rates."""
+
+    __tablename__ = "debtor_buckets"
+
+    as_of: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    bucket: Mapped[str] = mapped_column(sa.String(16))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    open_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    overdue_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    max_days_past_due: Mapped[int]
+
+
+class InvoiceHistory(Base):
+    """Every invoice's latest known state, closed ones included (when and how it was paid)."""
+
+    __tablename__ = "invoice_history"
+
+    invoice_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    doc_type: Mapped[str] = mapped_column(sa.String(16))
+    issue_date: Mapped[date] = mapped_column(sa.Date)
+    due_date: Mapped[date] = mapped_column(sa.Date)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    open_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    paid_date: Mapped[date | None] = mapped_column(sa.Date)
+    disputed: Mapped[bool] = mapped_column(default=False)
+
+
+class Payment(Base):
+    """Money received, as the payment feed reported it (matching comes with reconciliation)."""
+
+    __tablename__ = "payments"
+
+    payment_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    debtor_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    paid_on: Mapped[date] = mapped_column(sa.Date, index=True)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    method: Mapped[str | None] = mapped_column(sa.String(32))
+    reference: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class ContactAttempt(Base):
+    """A contact made to a debtor and its outcome (earlier systems' history, then our own)."""
+
+    __tablename__ = "contact_attempts"
+
+    contact_id: Mapped[str] = mapped_column(sa.String(96), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    template: Mapped[str | None] = mapped_column(sa.String(64))
+    outcome: Mapped[str | None] = mapped_column(sa.String(32))
+    connected: Mapped[bool | None]
+    conversation: Mapped[bool | None]
+
+
+class ComplianceEvent(Base):
+    """Something that changes whether and how we may contact a debtor, from its effective date."""
+
+    __tablename__ = "compliance_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    event: Mapped[str] = mapped_column(sa.String(32))
+    channel: Mapped[str | None] = mapped_column(sa.String(16))
+    effective_date: Mapped[date] = mapped_column(sa.Date)
+    detail: Mapped[str | None] = mapped_column(sa.Text)
+
+
 INVOICE_COLUMNS = [c.name for c in InvoiceSnapshot.__table__.columns]
 DEBTOR_COLUMNS = [c.name for c in Debtor.__table__.columns]
 QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name != "id"]

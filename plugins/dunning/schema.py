@@ -49,3 +49,36 @@ LOCALES: Final = ("en", "fr", "ar")
 # A spreadsheet runs a cell starting with one of these (OWASP CSV injection); tab/CR too.
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 FORMULA_PATTERN: Final = r"[=+\-@\t\r]"
+
+# Features segment rules may test (aging view, debtor attributes, behaviour, model scores).
+AGING_FEATURES: Final = (
+    "open_minor",
+    "overdue_minor",
+    "disputed_minor",
+    "invoice_count",
+    "overdue_count",
+    "max_days_past_due",
+    "weighted_days_past_due",
+    "days_to_oldest_due",
+    "bucket",
+)
+DEBTOR_FEATURES: Final = ("kind", "country", "region", "locale")
+BEHAVIOUR_FEATURES: Final = (
+    "avg_days_late",
+    "late_trend",
+    "share_paid_after_first_reminder",
+    "partial_payment_share",
+    "promises_kept",
+    "promises_broken",
+    "disputes_12m",
+    "response_rate_email",
+    "response_rate_sms",
+    "response_rate_call",
+    "response_rate_letter",
+    "tenure_days",
+    "balance_to_usual_invoice",
+)
+SCORE_FEATURES: Final = ("pay_probability", "risk_score")
+SEGMENT_FEATURES: Final = AGING_FEATURES + DEBTOR_FEATURES + BEHAVIOUR_FEATURES + SCORE_FEATURES
+STOP_CONDITIONS: Final = ("paid", "promise_to_pay", "payment_plan_current", "dispute", "placed")
+TONES: Final = ("friendly", "neutral", "firm", "final")
