@@ -1840,6 +1840,97 @@ ERP_LAYOUT: Final = {
 }
 
 
+def _step(name: str, offset: int, channels: list[str], template: str, tone: str) -> dict:
+    return {
+        "name": name,
+        "offset_days": offset,
+        "channels": channels,
+        "template": template,
+        "tone": tone,
+    }
+
+
+# A collections manager's first strategy set: gentle with the forgetful, firm with the chronically
+# late, fast with the risky, a phone call for key accounts, nobody chased over a dispute.
+DEMO_STRATEGY: Final = {
+    "strategies": {
+        "gentle": {
+            "min_gap_days": 5,
+            "steps": [
+                _step("nudge", -3, ["email"], "reminder_nudge", "friendly"),
+                _step("overdue", 3, ["email"], "reminder_overdue", "friendly"),
+                _step("firm", 14, ["email", "sms"], "reminder_firm", "firm"),
+                _step("final", 30, ["letter"], "final_notice", "final"),
+            ],
+        },
+        "standard": {
+            "min_gap_days": 4,
+            "steps": [
+                _step("overdue", 1, ["email"], "reminder_overdue", "neutral"),
+                _step("firm", 10, ["email", "sms"], "reminder_firm", "firm"),
+                _step("call", 20, ["call"], "agent_call", "firm"),
+                _step("final", 30, ["letter"], "final_notice", "final"),
+            ],
+        },
+        "intensive": {
+            "min_gap_days": 3,
+            "steps": [
+                _step("overdue", 1, ["email", "sms"], "reminder_overdue", "neutral"),
+                _step("call", 7, ["call"], "agent_call", "firm"),
+                _step("final", 14, ["letter", "email"], "final_notice", "final"),
+            ],
+        },
+        "key_account": {
+            "min_gap_days": 7,
+            "steps": [
+                _step("call", 5, ["call"], "account_manager_call", "neutral"),
+                _step("statement", 15, ["email"], "statement_of_account", "firm"),
+                _step("final", 45, ["letter"], "final_notice", "final"),
+            ],
+        },
+    },
+    "segments": [
+        {
+            "name": "disputed",
+            "when": {"disputed_minor": {"gt": 0}, "overdue_minor": {"le": 0}},
+            "strategy": None,
+            "description": "only disputed items open: wait for the dispute",
+        },
+        {
+            "name": "key_account",
+            "when": {"kind": {"eq": "commercial"}, "overdue_minor": {"ge": 500_000}},
+            "strategy": "key_account",
+            "description": "commercial, over 5,000 overdue",
+        },
+        {
+            "name": "high_risk",
+            "when": {"risk_score": {"ge": 0.6}},
+            "strategy": "intensive",
+            "description": "unlikely to pay within 30 days without escalation",
+        },
+        {"name": "chronically_late", "when": {"avg_days_late": {"ge": 30}}, "strategy": "standard"},
+        {
+            "name": "forgetful",
+            "when": {"share_paid_after_first_reminder": {"ge": 0.5}},
+            "strategy": "gentle",
+            "description": "usually pays once reminded",
+        },
+        {"name": "everyone_else", "strategy": "standard"},
+    ],
+    "experiments": [
+        {
+            "name": "short_first_reminder",
+            "segments": ["forgetful", "everyone_else"],
+            "holdout_share": 0.1,
+            "arms": [
+                {"name": "control"},
+                {"name": "short_copy", "templates": {"overdue": "reminder_overdue_short"}},
+            ],
+        },
+    ],
+}
+
+
 def _config(sql_url: str) -> dict:
     from dunning.config import Gates
 
@@ -1874,6 +1965,15 @@ def _config(sql_url: str) -> dict:
             },
         ],
         "gates": Gates().model_dump(),
+        "aging": {"buckets": [0, 30, 60, 90, 120]},
+        "history": {
+            "invoices": "invoice_history.csv",
+            "payments": "payments.csv",
+            "contacts": "contact_history.csv",
+            "compliance_events": "compliance_events.csv",
+        },
+        "risk": {"horizon_days": 30, "min_auc": 0.6, "test_months": 3},
+        **DEMO_STRATEGY,
     }
 
 

@@ -9,14 +9,18 @@ exactly-once.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
+from typing import Any
 
 import holidays
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
+from dunning import lake
 from dunning.config import Config, Experiment, Segment, Strategy
+from dunning.ledger import ContactAttempt
 
 PLAN_COLUMNS = (
     "contact_key",
@@ -285,3 +289,38 @@ def _plan_strategy(
         + as_of.isoformat()
     )
     return rows
+
+
+# --- stage ---------------------------------------------------------------------------------------
+
+
+def recent_contacts(engine: sa.Engine, as_of: date, days: int = 400) -> pd.DataFrame:
+    """Contacts before ``as_of`` that can still matter: the current cycle and the minimum gap."""
+    start = pd.Timestamp(as_of - timedelta(days=days), tz="UTC").to_pydatetime()
+    end = pd.Timestamp(as_of, tz="UTC").to_pydatetime()
+    table = ContactAttempt.__table__
+    query = sa.select(table.c.debtor_id, table.c.at, table.c.template).where(
+        table.c.at >= start, table.c.at < end
+    )
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).all(), columns=["debtor_id", "at", "template"])
+
+
+def plan_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_key: str) -> dict:
+    """Segment the day's debtors and plan their contacts; both go to the lake for compliance."""
+    view = lake.read_parquet(root / view_key)
+    segmented = assign_arms(assign_segments(view, cfg), cfg)
+    plan = plan_contacts(segmented, cfg, as_of, recent_contacts(engine, as_of))
+    seg_key = lake.partition("segments", as_of) + "/segments.parquet"
+    plan_key = lake.partition("plans", as_of) + "/planned_contacts.parquet"
+    keep = ["debtor_id", "segment", "segment_reason", "strategy", "experiment", "arm"]
+    lake.write_parquet(root / seg_key, segmented[[c for c in keep if c in segmented]])
+    lake.write_parquet(root / plan_key, plan)
+    return {
+        "segments": seg_key,
+        "plan": plan_key,
+        "debtors_due": int(plan["debtor_id"].nunique()),
+        "contacts_planned": len(plan),
+        "by_segment": segmented["segment"].value_counts().astype(int).to_dict(),
+        "by_channel": plan["channel"].value_counts().astype(int).to_dict(),
+    }
