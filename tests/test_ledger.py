@@ -92,3 +92,62 @@ def test_days_accumulate_and_debtors_keep_first_seen(tmp_path, ledger_url):
     assert total == 999_999_999  # exact minor units, no float on the way
     assert previous["erp_us"]["as_of"] == "2026-11-23"
     assert previous["erp_us"]["rows"] == 2
+
+
+def test_backfill_never_brings_back_old_consent_or_opt_outs(tmp_path, ledger_url):
+    ledger.migrate(ledger_url)
+    today, past = date(2026, 11, 23), date(2026, 11, 10)
+    gates = {"max_row_change_share": 10, "max_balance_change_share": 10_000}
+    now = customer("D001", consent_sms="false", opted_out="email")
+    before = customer("D001", consent_sms="true", opted_out="")
+    for day, person in ((today, now), (past, before)):
+        folder = tmp_path / day.isoformat()
+        cfg = load_config(
+            write_portfolio(
+                folder,
+                [invoice("INV-1")],
+                [person],
+                erp_as_of=day.strftime("%d/%m/%Y"),
+                gates=gates,
+            )
+        )
+        root = lake.root((tmp_path / "lake").as_uri())
+        extracts = [extract_to_lake(cfg, s.name, day, root) for s in cfg.sources]
+        with ledger.ledger(ledger_url) as engine:
+            validated = validate_to_lake(cfg, day, root, extracts, {})
+            ledger.load_from_lake(engine, day, root, validated)
+    with ledger.ledger(ledger_url) as engine, engine.connect() as conn:
+        row = conn.execute(sa.select(ledger.Debtor.__table__)).one()
+    assert (row.consent_sms, row.opted_out) == (False, "email")
+    assert (row.first_seen_as_of, row.last_seen_as_of) == (past, today)
+
+
+@pytest.mark.services
+def test_postgres_copy_keeps_awkward_text_exact(pg_url):
+    import pandas as pd
+
+    ledger.migrate(pg_url)
+    texts = ["\\N", "a\rb", 'say "hi", ok', "line\nbreak", "", "back\\slash", "émoji ✓"]
+    frame = pd.DataFrame(
+        {
+            "as_of": date(2026, 11, 23),
+            "source": "s",
+            "source_file": "f.csv",
+            "source_row": range(len(texts)),
+            "field": "reference",
+            "reason": "X",
+            "message": "m",
+            "value": texts,
+            "raw": [None] * len(texts),
+        }
+    )
+    with ledger.ledger(pg_url) as engine, engine.begin() as conn:
+        ledger._bulk_insert(conn, ledger.QuarantinedRow.__table__, frame)
+    with ledger.ledger(pg_url) as engine, engine.connect() as conn:
+        got = conn.execute(
+            sa.select(ledger.QuarantinedRow.value, ledger.QuarantinedRow.raw).order_by(
+                ledger.QuarantinedRow.source_row
+            )
+        ).all()
+    assert [g.value for g in got] == texts
+    assert all(g.raw is None for g in got)

@@ -12,7 +12,7 @@ from dunning import lake
 from dunning.config import NumberFormat, load_config
 from dunning.quality import SourceGateError, parse_amount, to_minor, validate, validate_to_lake
 from dunning.sources import extract, extract_to_lake
-from tests.factories import customer, invoice, write_portfolio
+from tests.factories import CUSTOMER_HEADER, customer, customers_text, invoice, write_portfolio
 
 AS_OF = date(2026, 11, 23)
 
@@ -138,7 +138,7 @@ def test_duplicate_invoice_ids(tmp_path):
 def test_invoice_of_a_quarantined_debtor_is_held_back_too(tmp_path):
     result = run(tmp_path, [invoice("INV-1")], [customer("D001", email="bad@")])
     assert result.invoices.empty
-    assert set(result.quarantine["reason"]) == {"BAD_EMAIL", "UNKNOWN_DEBTOR"}
+    assert set(result.quarantine["reason"]) == {"BAD_EMAIL", "DEBTOR_QUARANTINED"}
 
 
 def test_non_utf8_bytes_quarantine_the_row_and_keep_the_rest(tmp_path):
@@ -269,3 +269,127 @@ def test_contact_fast_paths_never_accept_what_the_libraries_reject(tmp_path):
     for email in odd_emails[:-1]:  # the library tolerates long local parts; we leave those to it
         with pytest.raises(EmailNotValidError):
             validate_email(email, check_deliverability=False)
+
+
+# --- regressions found in review ----------------------------------------------------------
+
+
+def test_customer_named_total_is_data_not_a_subtotal(tmp_path):
+    rows = [
+        invoice("INV-1", Customer="Total Gym Supplies"),
+        invoice("INV-2", Customer="Grand Total Corp"),
+    ]
+    result = run(tmp_path, rows, totals={"USD": "$2,469.00"})
+    assert list(result.invoices["invoice_id"]) == ["INV-1", "INV-2"]
+    assert result.gate_failures == []
+
+
+@pytest.mark.parametrize(
+    ("amount", "ok"),
+    [
+        ("$1,234.50", True),
+        ("$1234.50", True),
+        ("$12,345,678.00", True),
+        ("$1,23", False),
+        ("1,2,3", False),
+        ("12,50", False),
+        ("(-5.00)", False),
+        ("(-$5.00)", False),
+    ],
+)
+def test_thousands_groups_and_signs_are_checked(tmp_path, amount, ok):
+    _, whole, _ = parse_amount(
+        pd.Series([amount]), NumberFormat(thousands=",", parentheses_negative=True, strip="$")
+    )
+    assert bool(whole.notna().iloc[0]) is ok
+
+
+def test_credit_note_with_a_positive_balance_is_not_a_receivable(tmp_path):
+    row = invoice("CM-1", Type="Credit Memo", Amount="($50.00)", **{"Open Balance": "$50.00"})
+    result = run(tmp_path, [invoice("INV-1"), row])
+    assert list(result.invoices["invoice_id"]) == ["INV-1"]
+    assert result.quarantine.iloc[0][["field", "reason"]].tolist() == [
+        "open_amount",
+        "NEGATIVE_AMOUNT",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"Date": "05/09/0026"}, "issue_date"),
+        ({"Date": "24/11/2026", "Due Date": "24/12/2026"}, "issue_date"),
+        ({"Due Date": "05/10/2126"}, "due_date"),
+    ],
+)
+def test_implausible_dates_are_quarantined(tmp_path, change, field):
+    result = run(tmp_path, [invoice("INV-1"), invoice("INV-9", **change)])
+    assert list(result.invoices["invoice_id"]) == ["INV-1"]
+    assert (result.quarantine["field"] == field).any()
+
+
+def test_too_long_values_are_quarantined_not_a_failed_load(tmp_path):
+    result = run(tmp_path, [invoice("INV-1"), invoice("INV-2", Memo="x" * 300)])
+    assert result.quarantine.iloc[0][["field", "reason"]].tolist() == ["reference", "TOO_LONG"]
+
+
+def test_line_numbers_stay_right_after_a_multi_line_cell(tmp_path):
+    rows = [invoice("INV-1", Memo="line one\nline two"), invoice("INV-2", Currency="XYZ")]
+    result = run(tmp_path, rows)
+    assert result.quarantine.iloc[0]["source_row"] == 8  # INV-1 spans lines 6 and 7
+
+
+def test_empty_ragged_lines_are_structure(tmp_path):
+    cfg = load_config(write_portfolio(tmp_path, [invoice("INV-1"), invoice("INV-2")]))
+    path = tmp_path / "erp.csv"
+    path.write_bytes(
+        path.read_bytes().replace(b"PO 77\r\n", b"PO 77\r\n,,,,,,,,,,,,,,\r\n,,\r\n", 1)
+    )
+    result = validate(cfg, [extract(cfg, s.name, AS_OF) for s in cfg.sources], AS_OF)
+    assert list(result.invoices["invoice_id"]) == ["INV-1", "INV-2"]
+    assert result.quarantine.empty
+
+
+def test_currency_without_a_control_total_stops_the_run(tmp_path):
+    rows = [
+        invoice("INV-1"),
+        invoice("INV-2", Currency="GBP", Amount="£5.00", **{"Open Balance": "£5.00"}),
+    ]
+    assert gates_of(run(tmp_path, rows, totals={"USD": "$1,234.50"})) == {"CONTROL_TOTAL"}
+
+
+def test_same_debtor_in_two_masters_is_held_back(tmp_path):
+    second = {
+        "name": "crm",
+        "kind": "file",
+        "dataset": "debtors",
+        "path": "crm.csv",
+        "columns": {c: c for c in CUSTOMER_HEADER},
+    }
+    cfg = load_config(write_portfolio(tmp_path, [invoice("INV-1")], extra_sources=[second]))
+    (tmp_path / "crm.csv").write_text(customers_text([customer("D001"), customer("D002")]))
+    result = validate(cfg, [extract(cfg, s.name, AS_OF) for s in cfg.sources], AS_OF)
+    assert list(result.debtors["debtor_id"]) == ["D002"]
+    assert set(result.quarantine["reason"]) == {"DUPLICATE_ID", "DEBTOR_QUARANTINED"}
+
+
+def test_file_without_an_as_of_goes_stale_by_its_delivery_date(tmp_path):
+    import os
+
+    cfg = load_config(write_portfolio(tmp_path, [invoice("INV-1")]))
+    old = (pd.Timestamp(AS_OF) - pd.Timedelta(days=5)).timestamp()
+    os.utime(tmp_path / "customers.csv", (old, old))
+    result = validate(cfg, [extract(cfg, s.name, AS_OF) for s in cfg.sources], AS_OF)
+    assert [(f["source"], f["gate"]) for f in result.gate_failures] == [("customers", "STALE")]
+
+
+def test_nothing_is_lost_on_a_generated_portfolio(tmp_path):
+    from dunning.generate import generate
+
+    generate(tmp_path, debtors=300, as_of=AS_OF, seed=9)
+    cfg = load_config(tmp_path / "config.yaml")
+    extracted = [extract(cfg, s.name, AS_OF) for s in cfg.sources]
+    result = validate(cfg, extracted, AS_OF)
+    for ex in extracted:
+        st = result.stats[ex.source]
+        assert st["rows_clean"] + st["rows_quarantined"] == st["rows_read"] == len(ex.frame)

@@ -138,7 +138,7 @@ def test_sql_source_reads_named_query_with_controls_and_freshness(tmp_path):
     cfg = load_config(cfg_path)
     ex = extract(cfg, "ar_db", AS_OF)
     assert list(ex.frame["invoice_id"]) == ["F-1"]  # paid and future-dated rows left out
-    assert ex.frame.iloc[0][["open_amount", "doc_type"]].tolist() == ["40.05", "invoice"]
+    assert ex.frame.iloc[0][["open_amount", "doc_type"]].tolist() == ["40.05", "INV"]
     assert ex.source_as_of == "2026-11-22"
     assert ex.control_totals[0]["rows"] == 1
 

@@ -3,7 +3,7 @@
 SELECT
     invoice_no                                   AS invoice_id,
     customer_id                                  AS debtor_id,
-    CASE doc_type WHEN 'CRN' THEN 'credit_note' ELSE 'invoice' END AS doc_type,
+    doc_type                                     AS doc_type,  -- INV, CRN, ...: validation maps it
     CAST(issued_on AS TEXT)                      AS issue_date,
     CAST(due_on AS TEXT)                         AS due_date,
     currency                                     AS currency,

@@ -25,15 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from dunning.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "include" / "sql"
 DEFAULT_CONFIG = REPO_ROOT / "var" / "demo" / "config.yaml"
 DEFAULT_LEDGER_URL = f"sqlite:///{REPO_ROOT / 'var' / 'ledger.sqlite'}"
 DEFAULT_LAKE = (REPO_ROOT / "var" / "lake").as_uri()
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the key."""
 
 
 class _Strict(BaseModel):

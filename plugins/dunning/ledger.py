@@ -7,7 +7,6 @@ a backfill) gives the same ledger, never a second copy.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
@@ -17,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from pyarrow import csv as pacsv
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dunning import lake
@@ -296,11 +297,26 @@ def load_snapshot(
 
 
 def _upsert_debtors(conn: sa.Connection, debtors: pd.DataFrame, as_of: date) -> None:
-    """Refresh each debtor's attributes; ``first_seen_as_of`` keeps the day we first saw them."""
+    """Newest facts win: a backfill for an older date must not bring back a consent or an
+    opt-out the debtor has since changed; it can only move ``first_seen_as_of`` earlier."""
     cols = [c for c in DEBTOR_COLUMNS if c not in ("first_seen_as_of", "last_seen_as_of")]
     frame = debtors[cols].assign(first_seen_as_of=as_of, last_seen_as_of=as_of)
-    refresh = [c for c in frame.columns if c not in ("debtor_id", "first_seen_as_of")]
-    _bulk_insert(conn, Debtor.__table__, frame, conflict=("debtor_id", refresh))
+    newer = 'excluded."last_seen_as_of" >= "debtors"."last_seen_as_of"'
+    sets = [
+        f'"{c}" = CASE WHEN {newer} THEN excluded."{c}" ELSE "debtors"."{c}" END'
+        for c in [*cols, "last_seen_as_of"]
+        if c != "debtor_id"
+    ]
+    sets.append(
+        '"first_seen_as_of" = CASE WHEN excluded."first_seen_as_of" < "debtors"."first_seen_as_of"'
+        ' THEN excluded."first_seen_as_of" ELSE "debtors"."first_seen_as_of" END'
+    )
+    _bulk_insert(
+        conn,
+        Debtor.__table__,
+        frame,
+        on_conflict=f' ON CONFLICT ("debtor_id") DO UPDATE SET {", ".join(sets)}',
+    )
 
 
 def _sql_values(frame: pd.DataFrame) -> pd.DataFrame:
@@ -308,46 +324,35 @@ def _sql_values(frame: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for col in frame.columns:
         series = frame[col]
-        if pd.api.types.is_datetime64_any_dtype(series):
-            series = series.dt.strftime("%Y-%m-%d")
-        elif len(series) and isinstance(series.iloc[0], date):
-            series = pd.Series([d.isoformat() for d in series], index=series.index)
+        first = series.dropna().iloc[0] if series.notna().any() else None
+        if pd.api.types.is_datetime64_any_dtype(series) or isinstance(first, date):
+            series = pd.to_datetime(series).dt.strftime("%Y-%m-%d")
         out[col] = series.astype(object).where(series.notna(), None)
     return pd.DataFrame(out, index=frame.index)
 
 
 def _bulk_insert(
-    conn: sa.Connection,
-    table: sa.Table,
-    frame: pd.DataFrame,
-    conflict: tuple[str, list[str]] | None = None,
+    conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, on_conflict: str = ""
 ) -> None:
-    """Bulk insert (or upsert on ``conflict=(key, columns to refresh)``) at driver speed.
+    """Bulk insert (``on_conflict``: an ON CONFLICT clause for upserts) at driver speed.
 
-    PostgreSQL gets COPY (into a temp table first when upserting); SQLite the driver's
-    executemany on plain tuples -- both an order of magnitude faster than ORM-style rows.
+    PostgreSQL gets COPY (through a temp table when upserting); SQLite the driver's executemany
+    on plain tuples -- both an order of magnitude faster than ORM-style rows.
     """
     if frame.empty:
         return
     values = _sql_values(frame)
     cols = ", ".join(f'"{c}"' for c in frame.columns)
-    on_conflict = ""
-    if conflict:
-        key, refresh = conflict
-        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in refresh)
-        on_conflict = f' ON CONFLICT ("{key}") DO UPDATE SET {sets}'
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        buf = io.StringIO()
-        values.to_csv(buf, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="\\N")
-        buf.seek(0)
         target = f'"{table.name}"'
-        with conn.connection.cursor() as cur:
-            if conflict:
-                target = f"_stage_{table.name}"
+        raw = conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            if on_conflict:
+                target = f'"_stage_{table.name}"'
                 cur.execute(f'CREATE TEMP TABLE {target} (LIKE "{table.name}") ON COMMIT DROP')
-            cur.copy_expert(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
-            if conflict:
+            _copy(cur, f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)", values)
+            if on_conflict:
                 cur.execute(
                     f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {target}{on_conflict}'
                 )
@@ -363,6 +368,21 @@ def _bulk_insert(
             cursor.executemany(sql, rows[start : start + INSERT_CHUNK])
     finally:
         cursor.close()
+
+
+def _copy(cursor: Any, sql: str, values: pd.DataFrame) -> None:
+    """CSV in PostgreSQL's own dialect: every value quoted, NULL an unquoted empty field, so
+    no text ("\\N", a bare carriage return, an empty string) can be mistaken for anything else.
+    psycopg2 and psycopg 3 take the same bytes through different calls."""
+    buf = io.BytesIO()
+    table = pa.Table.from_pandas(values, preserve_index=False)
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    data = buf.getvalue()
+    if hasattr(cursor, "copy_expert"):  # psycopg2
+        cursor.copy_expert(sql, io.BytesIO(data))
+    else:  # psycopg 3
+        with cursor.copy(sql) as copy:
+            copy.write(data)
 
 
 def snapshot_rows(engine: sa.Engine, as_of: date) -> list[dict]:
@@ -396,3 +416,18 @@ def load_from_lake(engine: sa.Engine, as_of: date, root: Any, validated: dict) -
     return load_snapshot(
         engine, as_of, invoices, debtors, quarantine, stats, validated["snapshots"]
     )
+
+
+def save_debtor_buckets(engine: sa.Engine, as_of: date, buckets: pd.DataFrame) -> int:
+    """Replace the debtor buckets of ``as_of`` in one transaction; returns the rows saved.
+
+    Delete-then-insert like ``load_snapshot``: a re-run day (retry, backfill) leaves one row per
+    debtor, never a second copy (and a debtor settled before the re-run drops out of that day).
+    """
+    columns = [c.name for c in DebtorBucket.__table__.columns]
+    if len(buckets) and (pd.to_datetime(buckets["as_of"]) != pd.Timestamp(as_of)).any():
+        raise ValueError(f"save_debtor_buckets({as_of}): rows of another as_of in the frame")
+    with engine.begin() as conn:
+        conn.execute(sa.delete(DebtorBucket).where(DebtorBucket.as_of == as_of))
+        _bulk_insert(conn, DebtorBucket.__table__, buckets.assign(as_of=as_of)[columns])
+    return len(buckets)

@@ -27,12 +27,14 @@ from email_validator import EmailNotValidError, validate_email
 
 from dunning import lake
 from dunning.config import Config, FileSource, Gates, NumberFormat
+from dunning.errors import SourceGateError
 from dunning.schema import (
     DEBTOR_KINDS,
     DEBTOR_TEXT_FIELDS,
     FORMULA_PATTERN,
     INVOICE_TEXT_FIELDS,
     LOCALES,
+    MAX_LENGTHS,
     REQUIRED,
     SOURCE_COLUMNS,
 )
@@ -56,6 +58,9 @@ BAD_VALUE = "BAD_VALUE"
 FORMULA_CELL = "FORMULA_CELL"
 BAD_ENCODING = "BAD_ENCODING"
 MALFORMED_LINE = "MALFORMED_LINE"
+TOO_LONG = "TOO_LONG"
+DEBTOR_QUARANTINED = "DEBTOR_QUARANTINED"
+PLAUSIBLE_YEARS = 30
 
 DOC_TYPE_ALIASES = {
     "invoice": "invoice",
@@ -80,15 +85,6 @@ QUARANTINE_COLUMNS = (
     "value",
     "raw",
 )
-
-
-class SourceGateError(RuntimeError):
-    """One or more sources failed a source-level gate; carries every failure, not just the first."""
-
-    def __init__(self, failures: list[dict]):
-        self.failures = failures
-        lines = [f"{f['source']} ({f['file']}): {f['gate']}: {f['message']}" for f in failures]
-        super().__init__("source gates failed, nobody will be contacted:\n  " + "\n  ".join(lines))
 
 
 @dataclass
@@ -237,10 +233,15 @@ def parse_amount(text: pd.Series, fmt: NumberFormat) -> tuple[pd.Series, pd.Seri
     s = s.where(~minus, s.str.slice(1)).str.strip()
     if fmt.strip:  # symbol may follow the minus sign: -$12.00
         s = s.str.replace(f"[{re.escape(fmt.strip)}]", "", regex=True)
+    dec = re.escape(fmt.decimal)
     if fmt.thousands:
+        # "1,23" is not 123: separators only between groups of three, or none at all.
+        grouped = rf"^(?:\d{{1,3}}(?:{re.escape(fmt.thousands)}\d{{3}})+|\d+)(?:{dec}\d*)?$"
+        s = s.where(s.str.fullmatch(grouped).fillna(False), "x")
         s = s.str.replace(fmt.thousands, "", regex=False)
-    parts = extract(s, rf"^(?P<whole>\d+)(?:{re.escape(fmt.decimal)}(?P<frac>\d*))?$")
-    return (paren | minus), parts["whole"], parts["frac"].fillna("")
+    parts = extract(s, rf"^(?P<whole>\d+)(?:{dec}(?P<frac>\d*))?$")
+    whole = parts["whole"].where(~(paren & minus))  # "(-5)" is not a number, it is a typo
+    return (paren | minus), whole, parts["frac"].fillna("")
 
 
 def to_minor(
@@ -301,6 +302,11 @@ def _common_checks(issues: _Issues, frame: pd.DataFrame, dataset: str, text_fiel
             BAD_ENCODING,
             "bytes that are not valid in the source encoding",
         )
+    for col, limit in MAX_LENGTHS.items():
+        if col in frame:
+            issues.add(
+                frame[col].str.len() > limit, col, TOO_LONG, f"longer than {limit} characters"
+            )
     for col in text_fields:
         cell = frame[col].str.lstrip(" ")
         starts = cell.str.match(FORMULA_PATTERN).fillna(False)
@@ -308,7 +314,7 @@ def _common_checks(issues: _Issues, frame: pd.DataFrame, dataset: str, text_fiel
 
 
 def check_invoices(
-    frame: pd.DataFrame, fmt: FileSource | None, gates: Gates
+    frame: pd.DataFrame, fmt: FileSource | None, gates: Gates, as_of: date
 ) -> tuple[pd.DataFrame, _Issues]:
     """Type one source's invoices; returns the typed frame (all rows) and the issues found."""
     number = fmt.number if fmt else NumberFormat()
@@ -348,6 +354,16 @@ def check_invoices(
         DUE_BEFORE_ISSUE,
         "due date is before the issue date",
     )
+    day = pd.Timestamp(as_of)
+    issues.add(out["issue_date"] > day, "issue_date", BAD_DATE, "issued after the as-of date")
+    for col in ("issue_date", "due_date"):
+        issues.add(
+            (out[col] < day - pd.DateOffset(years=PLAUSIBLE_YEARS))
+            | (out[col] > day + pd.DateOffset(years=PLAUSIBLE_YEARS)),
+            col,
+            BAD_DATE,
+            f"more than {PLAUSIBLE_YEARS} years from the as-of date (a typo in the year?)",
+        )
 
     limit = int(gates.max_amount_major)
     for col, minor_col in (("amount", "amount_minor"), ("open_amount", "open_minor")):
@@ -374,6 +390,11 @@ def check_invoices(
             (doc == "credit_note") & (out["amount_minor"] > 0),
             "amount",
             "positive amount on a credit note",
+        ),
+        (
+            (doc == "credit_note") & (out["open_minor"] > 0),
+            "open_amount",
+            "positive open balance on a credit note (it is money we owe, not a receivable)",
         ),
     )
     for mask, col, message in wrong_sign:
@@ -593,43 +614,78 @@ def _duplicates(issues: _Issues, out: pd.DataFrame, key: str) -> None:
 def validate(
     cfg: Config, extracted: list[Extracted], as_of: date, previous: dict[str, dict] | None = None
 ) -> Validated:
-    """Validate every source of a run together (invoices must reference known debtors)."""
+    """Validate every source of a run together: invoices must reference debtors, and a debtor
+    id may come from one debtor source only."""
     previous = previous or {}
-    quarantines, stats = [], {}
-    debtor_frames, invoice_frames = [], []
-    for ex in sorted(extracted, key=lambda e: e.dataset != "debtors"):
-        src = cfg.source(ex.source)
-        fmt = src if isinstance(src, FileSource) else None
+    checked: dict[str, tuple[Extracted, pd.DataFrame, _Issues]] = {}
+    debtor_sources = [ex for ex in extracted if ex.dataset == "debtors"]
+    for ex in debtor_sources:
+        checked[ex.source] = (ex, *check_debtors(ex.frame))
+    _cross_source_duplicates(list(checked.values()))
+    no_ids = [pd.Series([], dtype="str")]
+    extracted_ids = pd.Index(pd.concat([t["debtor_id"] for _, t, _ in checked.values()] or no_ids))
+    clean_ids = pd.Index(
+        pd.concat(
+            [t.drop(index=i.bad_index())["debtor_id"] for _, t, i in checked.values()] or no_ids
+        )
+    )
+    for ex in extracted:
         if ex.dataset == "debtors":
-            typed, issues = check_debtors(ex.frame)
-        else:
-            typed, issues = check_invoices(ex.frame, fmt, cfg.gates)
-            known = _known_debtors(debtor_frames)
-            if known is not None:
-                issues.add(
-                    ~isin(typed["debtor_id"], known) & (typed["debtor_id"] != ""),
-                    "debtor_id",
-                    UNKNOWN_DEBTOR,
-                    "no debtor with this id in any debtor source",
-                )
-        bad = issues.bad_index()
-        clean = typed.drop(index=bad)
+            continue
+        src = cfg.source(ex.source)
+        typed, issues = check_invoices(
+            ex.frame, src if isinstance(src, FileSource) else None, cfg.gates, as_of
+        )
+        if debtor_sources:  # a run limited to invoice sources cannot check references
+            ids = typed["debtor_id"]
+            seen = isin(ids, extracted_ids)
+            issues.add(
+                ~seen & (ids != ""),
+                "debtor_id",
+                UNKNOWN_DEBTOR,
+                "no debtor with this id in any debtor source",
+            )
+            issues.add(
+                seen & ~isin(ids, clean_ids),
+                "debtor_id",
+                DEBTOR_QUARANTINED,
+                "the debtor's own row is quarantined (see the debtor source)",
+            )
+        checked[ex.source] = (ex, typed, issues)
+    quarantines, stats = [], {}
+    frames: dict[str, list[pd.DataFrame]] = {"invoices": [], "debtors": []}
+    for ex, typed, issues in checked.values():
+        clean = typed.drop(index=issues.bad_index())
         q = pd.concat([issues.records(), _malformed(ex)], ignore_index=True)
         quarantines.append(q)
-        (debtor_frames if ex.dataset == "debtors" else invoice_frames).append(clean)
+        frames[ex.dataset].append(clean)
         stats[ex.source] = _stats(ex, typed, clean, q)
-    invoices = _concat(invoice_frames)
-    debtors = _concat(debtor_frames)
-    quarantine = pd.concat(quarantines, ignore_index=True) if quarantines else _empty_quarantine()
-    result = Validated(invoices=invoices, debtors=debtors, quarantine=quarantine, stats=stats)
-    result.gate_failures = gate_failures(cfg.gates, extracted, stats, as_of, previous)
+    result = Validated(
+        invoices=_concat(frames["invoices"]),
+        debtors=_concat(frames["debtors"]),
+        quarantine=pd.concat(quarantines, ignore_index=True)
+        if quarantines
+        else _empty_quarantine(),
+        stats=stats,
+    )
+    result.gate_failures = gate_failures(cfg, extracted, stats, as_of, previous)
     return result
 
 
-def _known_debtors(frames: list[pd.DataFrame]) -> pd.Index | None:
-    if not frames:
-        return None
-    return pd.Index(pd.concat(frames)["debtor_id"].unique())
+def _cross_source_duplicates(checked: list[tuple[Extracted, pd.DataFrame, _Issues]]) -> None:
+    """The same debtor from two masters is a conflict nobody should settle silently."""
+    if len(checked) < 2:
+        return
+    per_source = pd.concat([t["debtor_id"].drop_duplicates() for _, t, _ in checked])
+    counts = per_source[per_source != ""].value_counts()
+    shared = counts[counts > 1].index
+    for _, typed, issues in checked:
+        issues.add(
+            isin(typed["debtor_id"], shared),
+            "debtor_id",
+            DUPLICATE_ID,
+            "this debtor id comes from several debtor sources; all held back",
+        )
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -684,12 +740,13 @@ def _by_currency(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def gate_failures(
-    gates: Gates,
+    cfg: Config,
     extracted: list[Extracted],
     stats: dict[str, dict],
     as_of: date,
     previous: dict[str, dict],
 ) -> list[dict]:
+    gates = cfg.gates
     failures: list[dict] = []
     for ex in extracted:
         st = stats[ex.source]
@@ -725,25 +782,43 @@ def gate_failures(
                     f"source is as of {src_date}, after the run's as-of {as_of}; "
                     "point the source at a dated drop (use {as_of} in its path)",
                 )
+        elif ex.delivered_on:
+            delivered = date.fromisoformat(ex.delivered_on)
+            if delivered < as_of - timedelta(days=gates.max_staleness_days):
+                fail(
+                    "STALE",
+                    f"file last delivered on {delivered}, more than "
+                    f"{gates.max_staleness_days} day(s) before the run's as-of {as_of}",
+                )
         if ex.dataset == "invoices":
-            failures.extend(_control_failures(ex, st))
+            src = cfg.source(ex.source)
+            number = src.number if isinstance(src, FileSource) else NumberFormat()
+            failures.extend(_control_failures(ex, st, number))
             prev = previous.get(ex.source)
             if prev:
                 failures.extend(_drift_failures(ex, st, prev, gates))
     return failures
 
 
-def _control_failures(ex: Extracted, st: dict) -> list[dict]:
+def _control_failures(ex: Extracted, st: dict, number: NumberFormat) -> list[dict]:
+    """Totals are read in the source's own number format; a source that gives control totals
+    must give one for every currency it holds."""
     if not ex.control_totals:
         return []
     ctl = pd.DataFrame(ex.control_totals)
     cur = ctl["currency"].astype("str").str.upper()
-    neg, whole, frac = parse_amount(
-        ctl["open_amount"].astype("str"),
-        NumberFormat(thousands=",", parentheses_negative=True, strip="$£€¥ "),
-    )
+    neg, whole, frac = parse_amount(ctl["open_amount"].astype("str"), number)
     expected, _ = to_minor(neg, whole, frac, currency_exponent(cur), round_frac=True)
-    out = []
+    out = [
+        {
+            "source": ex.source,
+            "file": ex.file,
+            "gate": "CONTROL_TOTAL",
+            "message": f"{c}: {n} row(s) read but the source gives no control total for {c}",
+        }
+        for c, n in st["read_rows_by_currency"].items()
+        if c and c not in set(cur)
+    ]
     for c, exp_minor, rows, line in zip(cur, expected, ctl["rows"], ctl["line"], strict=True):
         got = st["read_open_minor"].get(c, 0)
         where = f" (line {int(line)})" if line is not None and not pd.isna(line) else ""

@@ -42,6 +42,21 @@ OPTIONAL = {"invoices": INVOICE_OPTIONAL, "debtors": DEBTOR_OPTIONAL}
 # Columns extract adds: where the row came from, for quarantine messages and audit.
 SOURCE_COLUMNS: Final = ("source", "source_file", "source_row")
 
+# The ledger's column widths: a longer value is quarantined, not a failed load on PostgreSQL.
+MAX_LENGTHS: Final = {
+    "invoice_id": 64,
+    "debtor_id": 64,
+    "reference": 256,
+    "name": 256,
+    "region": 64,
+    "city": 128,
+    "postal_code": 32,
+    "email": 320,
+    "phone": 32,
+    "timezones": 256,
+    "opted_out": 64,
+}
+
 DOC_TYPES: Final = ("invoice", "credit_note")
 DEBTOR_KINDS: Final = ("consumer", "commercial")
 CHANNELS: Final = ("email", "sms", "letter", "call")

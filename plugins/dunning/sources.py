@@ -12,7 +12,7 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,10 @@ from pyarrow import csv as pacsv
 
 from dunning import lake
 from dunning.config import SQL_DIR, Config, FileSource, SqlSource
+from dunning.errors import SourceError, SourceMissing
 from dunning.schema import OPTIONAL, REQUIRED
 
 HEADER_SEARCH_LINES = 50
-
-
-class SourceError(RuntimeError):
-    """A source that cannot be read at all; the run stops before anyone is contacted."""
 
 
 @dataclass
@@ -45,6 +42,7 @@ class Extracted:
     control_totals: list[dict] = field(default_factory=list)
     structure_rows: int = 0  # title, blank, subtotal and total rows that carry no invoice
     malformed: list[dict] = field(default_factory=list)  # lines the CSV parser could not split
+    delivered_on: str | None = None  # file date, when the source states no as-of of its own
 
     def meta(self) -> dict:
         return {
@@ -56,6 +54,7 @@ class Extracted:
             "control_totals": self.control_totals,
             "structure_rows": self.structure_rows,
             "malformed": self.malformed,
+            "delivered_on": self.delivered_on,
         }
 
 
@@ -81,7 +80,7 @@ def _extract_file(src: FileSource, path: Path) -> Extracted:
     try:
         size = path.stat().st_size
     except FileNotFoundError as exc:
-        raise SourceError(f"{path}: source {src.name!r}: file not found") from exc
+        raise SourceMissing(f"{path}: source {src.name!r}: file not found") from exc
     if size == 0:
         raise SourceError(f"{path}: source {src.name!r}: file is empty (0 bytes)")
     lines = _xlsx_rows(src, path) if src.format == "xlsx" else None
@@ -98,6 +97,9 @@ def _extract_file(src: FileSource, path: Path) -> Extracted:
         malformed = []
     result.malformed = malformed
     result.source_as_of = _title_as_of(src, path, title)
+    if result.source_as_of is None:
+        # No as-of in the data: the delivery date still catches yesterday's file on a fixed path.
+        result.delivered_on = datetime.fromtimestamp(path.stat().st_mtime, UTC).date().isoformat()
     frame = _canonical(src, path, frame, header_line=header_idx + 1)
     frame, result.structure_rows, result.control_totals = _split_totals(src, frame)
     result.structure_rows += header_idx + 1
@@ -178,6 +180,8 @@ def _read_csv_text(
     if ragged or len(set(header)) != len(header):
         return _read_csv_slow(src, text, first_line)
     frame = table.to_pandas()
+    if any(frame[c].str.contains("\n", regex=False).any() for c in frame.columns):
+        return _read_csv_slow(src, text, first_line)  # line numbers shift after such a cell
     # Line numbers are 1-based file lines; the header is line ``first_line``.
     frame.index = pd.RangeIndex(first_line + 1, first_line + 1 + len(frame))
     return frame, []
@@ -187,10 +191,15 @@ def _read_csv_slow(src: FileSource, text: str, first_line: int) -> tuple[pd.Data
     reader = csv.reader(io.StringIO(text), delimiter=src.delimiter)
     header = next(reader)
     rows, lines, malformed = [], [], []
+    end = reader.line_num
     for row in reader:
-        line = first_line + reader.line_num - 1
-        if len(row) == len(header) or not any(row):
-            rows.append(row if row else [""] * len(header))
+        # A record starts on the line after the previous one ended (cells may hold newlines).
+        line, end = first_line + end, reader.line_num
+        if not any(row):
+            rows.append([""] * len(header))
+            lines.append(line)
+        elif len(row) == len(header):
+            rows.append(row)
             lines.append(line)
         else:
             malformed.append(
@@ -265,24 +274,27 @@ def _canonical(src: FileSource, path: Path, frame: pd.DataFrame, header_line: in
             f"{path}: line {header_line}: source {src.name!r}: missing column " + ", ".join(missing)
         )
     present = {col: canon for col, canon in src.columns.items() if col in header}
-    out = frame[list(present)].rename(columns=present)
+    # Blank lines are structure, not data -- judged on the whole line, unmapped cells included.
+    blank = (frame.fillna("") == "").all(axis=1)
+    out = frame.loc[~blank, list(present)].rename(columns=present)
     for canon in OPTIONAL[src.dataset]:
         if canon not in out.columns:
             out[canon] = ""
-    # Blank lines are structure, not data.
-    blank = (out == "").all(axis=1)
-    return out[~blank]
+    return out
 
 
 def _split_totals(src: FileSource, frame: pd.DataFrame) -> tuple[pd.DataFrame, int, list[dict]]:
     if not src.total_row_column or src.total_row_column not in frame.columns:
         return frame, 0, []
     label = frame[src.total_row_column].str.strip()
-    totals = label.str.contains(src.total_row_pattern, regex=True, na=False)
+    # A customer called "Total Gym Supplies" is data: total rows carry no invoice or debtor id.
+    keyless = (frame["invoice_id"].str.strip() == "") & (frame["debtor_id"].str.strip() == "")
+    totals = label.str.contains(src.total_row_pattern, regex=True, na=False) & keyless
     controls: list[dict] = []
     if src.grand_total_pattern:
-        grand = label.str.extract(src.grand_total_pattern)
-        for line, cur in grand.iloc[:, 0].dropna().items():
+        grand = label.where(keyless).str.extract(src.grand_total_pattern)
+        column = grand["cur"] if "cur" in grand else grand.iloc[:, 0]
+        for line, cur in column.dropna().items():
             row = frame.loc[line]
             controls.append(
                 {
@@ -385,4 +397,5 @@ def read_extracted(root: Any, key: str) -> Extracted:
         control_totals=meta["control_totals"],
         structure_rows=meta["structure_rows"],
         malformed=meta["malformed"],
+        delivered_on=meta.get("delivered_on"),
     )

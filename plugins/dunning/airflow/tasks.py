@@ -27,10 +27,18 @@ from dunning import config as dconfig
 log = logging.getLogger("airflow.task")
 
 # Bad data does not heal in five minutes: fail at once and tell the operator, don't retry.
+# A file that has not arrived yet keeps the normal retries (a late drop).
 DATA_ERRORS = ExceptionRetryPolicy(
     rules=[
-        RetryRule(exception=f"dunning.{name}", action=RetryAction.FAIL, reason="bad source data")
-        for name in ("sources.SourceError", "quality.SourceGateError", "config.ConfigError")
+        RetryRule(exception="dunning.errors.SourceMissing", action=RetryAction.RETRY),
+        *(
+            RetryRule(
+                exception=f"dunning.errors.{name}",
+                action=RetryAction.FAIL,
+                reason="bad source data",
+            )
+            for name in ("SourceError", "SourceGateError", "ConfigError")
+        ),
     ]
 )
 
