@@ -9,11 +9,17 @@ One run is one **business date** (`as_of`). Today it:
    `quarantine/as_of=…/quarantine.csv` in the lake), and a source that is empty, stale, off its
    control totals or jumped against the previous snapshot **stops the run** before anyone is
    contacted;
-3. **load_ledger** the clean snapshot into the ledger (re-running a date replaces it);
-4. **summarize** into `reports/as_of=…/summary.json` (contract C3).
+3. **load_ledger** the clean snapshot into the ledger (re-running a date replaces it), and
+   **load_history** the AR history exports (payments, contacts, closed invoices);
+4. **age** every open invoice and debtor (buckets, days past due; bucket history in the ledger);
+5. **score** behaviour features and the risk model (the newest approved one, else rules);
+6. **plan** segments and the contacts due today (`plans/as_of=…/planned_contacts.parquet`);
+7. **summarize** into `reports/as_of=…/summary.json` (contract C3) -- also when a gate stopped
+   the run, with the reasons.
 
 **Params**: leave *as_of* empty for the scheduled date; a past date is a backfill. *sources*
-limits the run to some sources. *dry_run* records that nothing may be sent.
+limits the run to some sources. *accept_gates* accepts a known jump for this run only.
+*dry_run* records that nothing may be sent.
 
 Config, ledger and lake come from `DUNNING_CONFIG`, `DUNNING_LEDGER_URL`, `DUNNING_LAKE`.
 """
@@ -25,6 +31,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag
 
 from dunning.airflow import tasks as t
+from dunning.airflow.risk_tasks import load_history
 
 
 @dag(
@@ -50,6 +57,14 @@ from dunning.airflow import tasks as t
             title="Sources",
             description_md="Names of the configured sources to run; empty runs them all.",
         ),
+        "accept_gates": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": ["ROW_CHANGE", "BALANCE_CHANGE", "QUARANTINE_SHARE"]},
+            title="Accept these gates for this run",
+            description_md="A known jump (month-end, a migration) would stop every run from "
+            "now on: accept it here for this run only. Recorded in the summary.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -65,7 +80,10 @@ def dunning_daily() -> None:
     extracts = t.extract.partial(run=run).expand(source=t.select_sources())
     validated = t.validate(run=run, extracts=extracts)
     loaded = t.load_ledger(run=run, validated=validated)
-    t.summarize(run=run, validated=validated, loaded=loaded)
+    aged = t.age(run=run, validated=validated, loaded=loaded)
+    scored = t.score(run=run, aged=aged, history=load_history(run=run))
+    planned = t.plan(run=run, scored=scored)
+    t.summarize(run=run, validated=validated, loaded=loaded, aged=aged, planned=planned)
 
 
 dunning_daily()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -66,6 +68,14 @@ def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_buck
     assert invoice_rows == open_invoices
     assert summary["invoices_ingested"] > 0.9 * open_invoices
     assert set(summary["sources"]) == {"erp_us", "ar_db", "customers"}
+    assert summary["status"] == "complete"
+    assert summary["debtors_due"] > 0
+    assert summary["contacts_planned"] >= summary["debtors_due"]
+    assert sum(summary["debtors_by_segment"].values()) == sum(summary["debtors_by_bucket"].values())
+    plan = s3_client.get_object(Bucket=s3_bucket, Key=summary["plan_file"])["Body"].read()
+    planned = pd.read_parquet(io.BytesIO(plan))
+    assert len(planned) == summary["contacts_planned"]
+    assert planned["contact_key"].is_unique
 
     keys = {
         o["Key"]
@@ -100,9 +110,13 @@ def test_wrong_source_stops_the_run_before_the_ledger(daily_env, s3_client, s3_b
     assert state == "failed"
     assert tasks["validate"] == "failed"
     assert tasks["load_ledger"] == "upstream_failed"
-    assert tasks["summarize"] == "upstream_failed"
-    stats = get_json(s3_client, s3_bucket, f"snapshots/as_of={TODAY.isoformat()}/stats.json")
-    assert [f["gate"] for f in stats["gate_failures"]] == ["CONTROL_TOTAL"]
+    assert tasks["plan"] == "upstream_failed"  # nobody is planned, let alone contacted
+    assert tasks["summarize"] == "failed"  # it writes the summary, then marks the run failed
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
+    assert summary["status"] == "stopped"
+    assert [f["gate"] for f in summary["gate_failures"]] == ["CONTROL_TOTAL"]
+    assert summary["invoices_ingested"] == 0
+    assert summary["contacts_planned"] is None
 
 
 def test_run_without_logical_date_takes_the_day_it_was_due(daily_env, s3_client, s3_bucket):

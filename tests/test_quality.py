@@ -235,9 +235,11 @@ def test_gate_failure_still_writes_the_quarantine_before_stopping(tmp_path):
         SourceGateError, match=r"erp_us \(.*erp\.csv\): STALE: source is as of 2026-11-01"
     ):
         validate_to_lake(cfg, AS_OF, root, extracts, {})
-    quarantine = lake.read_parquet(root / "quarantine/as_of=2026-11-23/quarantine.parquet")
+    quarantine = lake.read_parquet(
+        root / "quarantine/as_of=2026-11-23/source=erp_us/quarantine.parquet"
+    )
     assert list(quarantine["reason"]) == ["FORMULA_CELL"]
-    csv_text = (root / "quarantine/as_of=2026-11-23/quarantine.csv").read_text()
+    csv_text = (root / "quarantine/as_of=2026-11-23/source=erp_us/quarantine.csv").read_text()
     assert "'=x()" in csv_text  # neutralized for whoever opens it in a spreadsheet
 
 
@@ -393,3 +395,15 @@ def test_nothing_is_lost_on_a_generated_portfolio(tmp_path):
     for ex in extracted:
         st = result.stats[ex.source]
         assert st["rows_clean"] + st["rows_quarantined"] == st["rows_read"] == len(ex.frame)
+
+
+def test_an_accepted_gate_lets_the_run_go_on_and_is_recorded(tmp_path):
+    cfg = load_config(write_portfolio(tmp_path, [invoice("INV-1")]))
+    root = lake.root((tmp_path / "lake").as_uri())
+    extracts = [extract_to_lake(cfg, s.name, AS_OF, root) for s in cfg.sources]
+    previous = {"erp_us": {"as_of": "2026-11-22", "rows": 10, "open_minor": {"USD": 123_450}}}
+    with pytest.raises(SourceGateError, match="ROW_CHANGE"):
+        validate_to_lake(cfg, AS_OF, root, extracts, previous)
+    out = validate_to_lake(cfg, AS_OF, root, extracts, previous, accept_gates=["ROW_CHANGE"])
+    assert [f["gate"] for f in out["accepted_gates"]] == ["ROW_CHANGE"]
+    assert out["gate_failures"] == []

@@ -412,7 +412,10 @@ def load_from_lake(engine: sa.Engine, as_of: date, root: Any, validated: dict) -
     )
     if invoices.empty:
         invoices = pd.DataFrame(columns=[c for c in INVOICE_COLUMNS if c != "as_of"])
-    quarantine = lake.read_parquet(root / validated["quarantine"])
+    quarantine = pd.concat(
+        [lake.read_parquet(root / key) for key in validated["quarantine"].values()],
+        ignore_index=True,
+    )
     return load_snapshot(
         engine, as_of, invoices, debtors, quarantine, stats, validated["snapshots"]
     )

@@ -306,6 +306,21 @@ def recent_contacts(engine: sa.Engine, as_of: date, days: int = 400) -> pd.DataF
         return pd.DataFrame(conn.execute(query).all(), columns=["debtor_id", "at", "template"])
 
 
+def score_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_key: str) -> dict:
+    """Behaviour features from the ledger's history and the risk score, joined to the view."""
+    from dunning import features, risk
+
+    view = lake.read_parquet(root / view_key)
+    behaviour = features.behaviour_features(engine, as_of, pd.Index(view["debtor_id"]))
+    frame = view.merge(behaviour, on="debtor_id", how="left")
+    scores = risk.score(cfg, frame, root)
+    scored = frame.merge(scores, on="debtor_id", how="left")
+    key = lake.partition("segments", as_of) + "/scored_view.parquet"
+    lake.write_parquet(root / key, scored)
+    sources = scores["score_source"].value_counts().astype(int).to_dict() if len(scores) else {}
+    return {"scored_view": key, "debtors": len(scored), "score_source": sources}
+
+
 def plan_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_key: str) -> dict:
     """Segment the day's debtors and plan their contacts; both go to the lake for compliance."""
     view = lake.read_parquet(root / view_key)

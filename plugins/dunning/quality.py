@@ -96,6 +96,7 @@ class Validated:
     quarantine: pd.DataFrame
     stats: dict[str, dict] = field(default_factory=dict)
     gate_failures: list[dict] = field(default_factory=list)
+    accepted: list[dict] = field(default_factory=list)  # gate failures an operator accepted
 
 
 class _Issues:
@@ -884,38 +885,52 @@ def raise_on_gates(result: Validated) -> None:
 
 
 def validate_to_lake(
-    cfg: Config, as_of: date, root: Any, extracts: list[dict], previous: dict[str, dict]
+    cfg: Config,
+    as_of: date,
+    root: Any,
+    extracts: list[dict],
+    previous: dict[str, dict],
+    accept_gates: list[str] | None = None,
+    run_id: str | None = None,
 ) -> dict:
     """Validate the day's extracts, write clean snapshots and the quarantine, then apply gates.
 
     The quarantine and the per-source stats are written before a gate can stop the run, so the
-    operator who gets the failure can open the rows that caused it.
+    operator who gets the failure can open the rows that caused it.  Files are per source, so a
+    run limited to some sources never overwrites another's quarantine.  ``accept_gates`` lets an
+    operator accept a known jump (a month-end, a migration) for this run only; it is recorded.
     """
     extracted = [read_extracted(root, e["key"]) for e in extracts]
     result = validate(cfg, extracted, as_of, previous)
-    keys = {}
+    keys, q_keys = {}, {}
     for ex in extracted:
         frame = result.debtors if ex.dataset == "debtors" else result.invoices
         part = frame[frame["source"] == ex.source] if len(frame) else frame
         key = lake.partition("snapshots", as_of, source=ex.source) + f"/{ex.dataset}.parquet"
         lake.write_parquet(root / key, part)
         keys[ex.source] = key
-    q_key = lake.partition("quarantine", as_of) + "/quarantine.parquet"
-    lake.write_parquet(root / q_key, result.quarantine)
-    lake.write_bytes(
-        root / q_key.replace(".parquet", ".csv"),
-        neutralize(result.quarantine).to_csv(index=False).encode("utf-8"),
-    )
+        q = result.quarantine[result.quarantine["source"] == ex.source]
+        q_key = lake.partition("quarantine", as_of, source=ex.source) + "/quarantine.parquet"
+        lake.write_parquet(root / q_key, q)
+        lake.write_bytes(
+            root / q_key.replace(".parquet", ".csv"),
+            neutralize(q).to_csv(index=False).encode("utf-8"),
+        )
+        q_keys[ex.source] = q_key
+    accepted = set(accept_gates or ())
+    result.accepted = [f for f in result.gate_failures if f["gate"] in accepted]
+    result.gate_failures = [f for f in result.gate_failures if f["gate"] not in accepted]
     stats_key = lake.partition("snapshots", as_of) + "/stats.json"
     out = {
         "snapshots": keys,
-        "quarantine": q_key,
+        "quarantine": q_keys,
         "stats": stats_key,
         "rows_quarantined": int(sum(s["rows_quarantined"] for s in result.stats.values())),
         "quarantine_by_reason": result.quarantine["reason"].value_counts().astype(int).to_dict(),
         "gate_failures": result.gate_failures,
+        "accepted_gates": result.accepted,
     }
-    lake.write_json(root / stats_key, {**out, "sources": result.stats})
+    lake.write_json(root / stats_key, {**out, "run_id": run_id, "sources": result.stats})
     raise_on_gates(result)
     return out
 

@@ -1,7 +1,8 @@
 """Run summary (contract C3): the one file a collections manager and an outside check both read.
 
 Counts for stages this deployment does not run yet are ``null``, not ``0``: "nobody was due" and
-"we did not look" are different statements and the summary must not blur them.
+"we did not look" are different statements and the summary must not blur them.  A run stopped by
+a source gate still writes its summary, with the gates that stopped it.
 """
 
 from __future__ import annotations
@@ -25,20 +26,43 @@ SUMMARY_FIELDS = (
     "placement_files",
     "backfill",
 )
+STAGES = ("validate", "load_ledger", "age", "plan")
 
 
 def summary_key(as_of: date) -> str:
     return lake.partition("reports", as_of) + "/summary.json"
 
 
-def build_summary(run: dict, validated: dict, loaded: dict, stats: dict[str, dict]) -> dict:
-    """Assemble C3 from the stage records; ``run`` carries as_of, backfill, dry_run and ids."""
-    summary: dict[str, Any] = {
+def _stats(root: Any, as_of: date, run: dict, validated: dict | None) -> dict | None:
+    """The validate stage's stats: from its result, or -- when a gate stopped it -- from the
+    file it wrote before stopping, if that file is this run's."""
+    key = validated["stats"] if validated else lake.partition("snapshots", as_of) + "/stats.json"
+    path = root / key
+    if not path.exists():
+        return None
+    doc = lake.read_json(path)
+    return doc if validated or doc.get("run_id") == run.get("run_id") else None
+
+
+def build_summary(
+    run: dict,
+    stats: dict | None,
+    loaded: dict | None,
+    aged: dict | None,
+    planned: dict | None,
+) -> dict:
+    """Assemble C3 from the stage results; ``None`` for a stage that did not finish."""
+    done = dict(
+        zip(STAGES, (stats and not stats["gate_failures"], loaded, aged, planned), strict=True)
+    )
+    status = "complete" if all(done.values()) else ("stopped" if stats else "failed")
+    sources = (stats or {}).get("sources", {})
+    return {
         "as_of": run["as_of"],
-        "invoices_ingested": loaded["invoices"],
-        "rows_quarantined": validated["rows_quarantined"],
-        "debtors_due": None,
-        "contacts_planned": None,
+        "invoices_ingested": loaded["invoices"] if loaded else 0,
+        "rows_quarantined": stats["rows_quarantined"] if stats else None,
+        "debtors_due": planned["debtors_due"] if planned else None,
+        "contacts_planned": planned["contacts_planned"] if planned else None,
         "contacts_suppressed": {},
         "messages_sent": {},
         "payments_matched": None,
@@ -47,11 +71,18 @@ def build_summary(run: dict, validated: dict, loaded: dict, stats: dict[str, dic
         "placement_files": [],
         "backfill": run["backfill"],
         "dry_run": run["dry_run"],
+        "status": status,
         "run_id": run.get("run_id"),
-        "stages_run": ["extract", "validate", "load_ledger"],
-        "debtors_loaded": loaded["debtors"],
-        "quarantine_by_reason": validated["quarantine_by_reason"],
-        "quarantine_file": validated["quarantine"],
+        "stages_done": [name for name, ok in done.items() if ok],
+        "gate_failures": (stats or {}).get("gate_failures", []),
+        "accepted_gates": (stats or {}).get("accepted_gates", []),
+        "debtors_loaded": loaded["debtors"] if loaded else 0,
+        "quarantine_by_reason": (stats or {}).get("quarantine_by_reason", {}),
+        "quarantine_files": (stats or {}).get("quarantine", {}),
+        "debtors_by_bucket": aged["by_bucket"] if aged else {},
+        "debtors_by_segment": planned["by_segment"] if planned else {},
+        "contacts_by_channel": planned["by_channel"] if planned else {},
+        "plan_file": planned["plan"] if planned else None,
         "sources": {
             name: {
                 k: st.get(k)
@@ -64,24 +95,30 @@ def build_summary(run: dict, validated: dict, loaded: dict, stats: dict[str, dic
                     "open_minor",
                 )
             }
-            for name, st in stats.items()
+            for name, st in sources.items()
         },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return summary
 
 
-def write_summary(root: Any, run: dict, validated: dict, loaded: dict) -> dict:
-    stats = lake.read_json(root / validated["stats"])["sources"]
-    summary = build_summary(run, validated, loaded, stats)
-    key = summary_key(date.fromisoformat(run["as_of"]))
+def write_summary(
+    root: Any,
+    run: dict,
+    validated: dict | None,
+    loaded: dict | None,
+    aged: dict | None = None,
+    planned: dict | None = None,
+) -> dict:
+    as_of = date.fromisoformat(run["as_of"])
+    summary = build_summary(run, _stats(root, as_of, run, validated), loaded, aged, planned)
+    key = summary_key(as_of)
     lake.write_json(root / key, summary)
-    return {"key": key, **{k: summary[k] for k in SUMMARY_FIELDS}}
+    return {"key": key, "status": summary["status"], **{k: summary[k] for k in SUMMARY_FIELDS}}
 
 
 def format_summary(summary: dict) -> str:
     """A plain-text table for the terminal and the task log (counts only, no PII)."""
-    lines = [f"Dunning run summary — as of {summary['as_of']}"]
+    lines = [f"Dunning run summary — as of {summary['as_of']} ({summary.get('status')})"]
     for key in SUMMARY_FIELDS[1:]:
         lines.append(f"  {key:<22} {summary.get(key)}")
     for name, st in (summary.get("sources") or {}).items():
@@ -89,6 +126,14 @@ def format_summary(summary: dict) -> str:
             f"  source {name:<15} read {st['rows_read']:>9}  clean {st['rows_clean']:>9}  "
             f"quarantined {st['rows_quarantined']:>6}  as of {st['source_as_of']}"
         )
-    for reason, count in (summary.get("quarantine_by_reason") or {}).items():
-        lines.append(f"  quarantined {reason:<20} {count}")
+    for label in (
+        "debtors_by_bucket",
+        "debtors_by_segment",
+        "contacts_by_channel",
+        "quarantine_by_reason",
+    ):
+        if summary.get(label):
+            lines.append(f"  {label:<22} {summary[label]}")
+    for failure in summary.get("gate_failures") or []:
+        lines.append(f"  STOPPED {failure['source']}: {failure['gate']}: {failure['message']}")
     return "\n".join(lines)

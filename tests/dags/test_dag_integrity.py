@@ -11,6 +11,9 @@ import pytest
 from tests.conftest import REPO
 
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+# Tasks that write the run's outcome and then fail on purpose when it stopped: a retry would
+# only repeat that.
+REPORTS_OUTCOME = {"summarize"}
 
 
 def test_dags_import_without_errors(dagbag):
@@ -33,7 +36,8 @@ def test_every_task_retries_and_is_owned(dagbag):
         assert dag.tags, dag.dag_id
         assert dag.doc_md and len(dag.doc_md) > 200, dag.dag_id
         for task in dag.tasks:
-            assert task.retries >= 2, f"{dag.dag_id}.{task.task_id}"
+            if task.task_id not in REPORTS_OUTCOME:
+                assert task.retries >= 2, f"{dag.dag_id}.{task.task_id}"
             assert task.owner == "collections"
 
 

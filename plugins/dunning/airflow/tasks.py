@@ -97,15 +97,21 @@ def resolve_run() -> dict:
         if params.get("as_of")
         else (logical or due).astimezone(zone).date()
     )
+    due_day = due.astimezone(zone).date()
+    if as_of > due_day:
+        raise dconfig.ConfigError(
+            f"as_of {as_of} is after the day this run is for ({due_day}): no run for the future"
+        )
     run_type = str(getattr(dag_run, "run_type", "")).lower()
-    backfill = "backfill" in run_type or as_of < due.astimezone(zone).date()
+    backfill = "backfill" in run_type or as_of < due_day
     run = {
         "as_of": as_of.isoformat(),
         "backfill": backfill,
         "dry_run": bool(params.get("dry_run")),
+        "accept_gates": list(params.get("accept_gates") or []),
         "run_id": dag_run.run_id,
     }
-    log.info("Run as_of=%s backfill=%s dry_run=%s run_id=%s", *run.values())
+    log.info("Run %s", run)
     return run
 
 
@@ -143,7 +149,13 @@ def validate(run: dict, extracts: list[dict]) -> dict:
     with ledger.ledger(_ledger_url()) as engine:
         previous = ledger.previous_snapshots(engine, _as_of(run))
     result = validate_to_lake(
-        dconfig.load_config(), _as_of(run), lake_root(), list(extracts), previous
+        dconfig.load_config(),
+        _as_of(run),
+        lake_root(),
+        list(extracts),
+        previous,
+        accept_gates=run.get("accept_gates"),
+        run_id=run.get("run_id"),
     )
     log.info(
         "Validated: %s rows quarantined %s; quarantine at %s",
@@ -162,10 +174,60 @@ def load_ledger(run: dict, validated: dict) -> dict:
         return ledger.load_from_lake(engine, _as_of(run), lake_root(), validated)
 
 
-@task
-def summarize(run: dict, validated: dict, loaded: dict) -> dict:
+@task(retry_policy=DATA_ERRORS)
+def age(run: dict, validated: dict, loaded: dict) -> dict:
+    """Aging per invoice and per debtor; the day's buckets go to the ledger (roll rates)."""
+    from dunning import ledger
+    from dunning.segmentation import aging_to_lake
+
+    with ledger.ledger(_ledger_url()) as engine:
+        return aging_to_lake(dconfig.load_config(), _as_of(run), lake_root(), validated, engine)
+
+
+@task(retry_policy=DATA_ERRORS)
+def score(run: dict, aged: dict, history: dict) -> dict:
+    """Behaviour features and the newest approved risk model (rules when there is none)."""
+    from dunning import ledger
+    from dunning.planning import score_to_lake
+
+    with ledger.ledger(_ledger_url()) as engine:
+        result = score_to_lake(
+            dconfig.load_config(), _as_of(run), lake_root(), engine, aged["debtor_view"]
+        )
+    log.info("Scored %s debtors by %s", result["debtors"], result["score_source"])
+    return result
+
+
+@task(retry_policy=DATA_ERRORS)
+def plan(run: dict, scored: dict) -> dict:
+    """Segments and the contacts due today, written to the lake for the compliance step."""
+    from dunning import ledger
+    from dunning.planning import plan_to_lake
+
+    with ledger.ledger(_ledger_url()) as engine:
+        result = plan_to_lake(
+            dconfig.load_config(), _as_of(run), lake_root(), engine, scored["scored_view"]
+        )
+    log.info(
+        "%s debtors due, %s contacts planned; segments %s",
+        result["debtors_due"],
+        result["contacts_planned"],
+        result["by_segment"],
+    )
+    return result
+
+
+@task(trigger_rule="all_done", retries=0)
+def summarize(
+    run: dict, validated: dict | None, loaded: dict | None, aged: dict | None, planned: dict | None
+) -> dict:
+    """Runs whatever happened upstream: a run stopped by a gate still gets its summary (with
+    the reasons), then this task fails so the run shows as failed."""
     from dunning import lake, reports
 
-    result = reports.write_summary(lake_root(), run, validated, loaded)
-    log.info("%s", reports.format_summary(lake.read_json(lake_root() / result["key"])))
+    root = lake_root()
+    result = reports.write_summary(root, run, validated, loaded, aged, planned)
+    log.info("%s", reports.format_summary(lake.read_json(root / result["key"])))
+    if result["status"] != "complete":
+        raise RuntimeError(f"run {result['status']}; summary at {result['key']}")
     return result
