@@ -388,3 +388,39 @@ def test_config_errors_name_the_file_and_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(path)
     assert str(path) in str(err.value)
+
+
+def test_contacts_from_the_ledger_drive_escalation_and_gap(tmp_path):
+    import sqlalchemy as sa
+
+    from dunning import ledger
+    from dunning.planning import recent_contacts
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    ledger.migrate(url)
+    due = MONDAY - timedelta(days=20)
+    attempts = [
+        ("c1", "D1", due + timedelta(days=3), "t_overdue"),
+        ("c2", "D1", due + timedelta(days=4), "t_overdue"),  # same template, later
+        ("c3", "D2", MONDAY - timedelta(days=1), "t_overdue"),  # inside D2's minimum gap
+        ("c4", "D3", MONDAY, "t_overdue"),  # today: not "before as_of", ignored
+    ]
+    with ledger.ledger(url) as engine:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(ledger.ContactAttempt.__table__),
+                [
+                    {
+                        "contact_id": c,
+                        "debtor_id": d,
+                        "at": pd.Timestamp(day, tz="UTC").to_pydatetime(),
+                        "channel": "email",
+                        "template": t,
+                    }
+                    for c, d, day, t in attempts
+                ],
+            )
+        history = recent_contacts(engine, MONDAY)
+    assert len(history) == 2  # one row per debtor and template, today's contact not included
+    planned = plan(view(debtor("D1", 20), debtor("D2", 20), debtor("D3", 20)), history=history)
+    assert planned.groupby("debtor_id")["step"].first().to_dict() == {"D1": "firm", "D3": "overdue"}

@@ -295,15 +295,18 @@ def _plan_strategy(
 
 
 def recent_contacts(engine: sa.Engine, as_of: date, days: int = 400) -> pd.DataFrame:
-    """Contacts before ``as_of`` that can still matter: the current cycle and the minimum gap."""
+    """The latest contact per debtor and template before ``as_of``: all the cadence needs (did a
+    step happen this cycle, when was the last contact), aggregated in the database."""
     start = pd.Timestamp(as_of - timedelta(days=days), tz="UTC").to_pydatetime()
     end = pd.Timestamp(as_of, tz="UTC").to_pydatetime()
     table = ContactAttempt.__table__
-    query = sa.select(table.c.debtor_id, table.c.at, table.c.template).where(
-        table.c.at >= start, table.c.at < end
+    query = (
+        sa.select(table.c.debtor_id, table.c.template, sa.func.max(table.c.at).label("at"))
+        .where(table.c.at >= start, table.c.at < end)
+        .group_by(table.c.debtor_id, table.c.template)
     )
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(query).all(), columns=["debtor_id", "at", "template"])
+        return pd.read_sql(query, conn)
 
 
 def score_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_key: str) -> dict:
