@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Airflow UI (airflow standalone, 127.0.0.1 only) with dunning_daily, local S3 and SMTP.
+# The Airflow UI (API server, scheduler, DAG processor, triggerer; 127.0.0.1 only) with the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
