@@ -58,7 +58,7 @@ class FileSource(_Strict):
     encoding: str = "utf-8"
     delimiter: str = ","
     sheet: str | int = 0
-    # Column in the file -> canonical column.  Columns not named are kept only in quarantine rows.
+    # Column in the file -> canonical column.  Columns not named here are not read.
     columns: dict[str, str]
     date_format: str = "%Y-%m-%d"
     number: NumberFormat = NumberFormat()

@@ -23,3 +23,7 @@ class SourceGateError(RuntimeError):
         self.failures = failures
         lines = [f"{f['source']} ({f['file']}): {f['gate']}: {f['message']}" for f in failures]
         super().__init__("source gates failed, nobody will be contacted:\n  " + "\n  ".join(lines))
+
+
+class NotEnoughHistory(ValueError):
+    """Too little closed history to train or backtest a model; more days will not come by retry."""

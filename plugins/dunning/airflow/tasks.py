@@ -39,6 +39,7 @@ DATA_ERRORS = ExceptionRetryPolicy(
             )
             for name in ("SourceError", "SourceGateError", "ConfigError")
         ),
+        RetryRule(exception="dunning.errors.NotEnoughHistory", action=RetryAction.FAIL),
     ]
 )
 
