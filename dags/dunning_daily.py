@@ -26,7 +26,7 @@ Config, ledger and lake come from `DUNNING_CONFIG`, `DUNNING_LEDGER_URL`, `DUNNI
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Param, dag
 
@@ -40,15 +40,11 @@ from dunning.airflow.risk_tasks import load_history
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "collections", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    default_args=t.DEFAULT_ARGS,
     params={
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Business date (as of)",
-            description_md="Empty: the scheduled date. A past date recomputes that day and "
-            "contacts nobody (backfill).",
+        "as_of": t.as_of_param(
+            "Empty: the scheduled date. A past date recomputes that day and "
+            "contacts nobody (backfill)."
         ),
         "sources": Param(
             [],

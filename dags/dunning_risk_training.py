@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
 from dunning.airflow import risk_tasks as r
 from dunning.airflow import tasks as t
@@ -38,14 +38,10 @@ from dunning.airflow import tasks as t
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "collections", "retries": 2, "retry_delay": timedelta(minutes=10)},
+    default_args={**t.DEFAULT_ARGS, "retry_delay": timedelta(minutes=10)},
     params={
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Business date (as of)",
-            description_md="Empty: the scheduled date. A past date trains on history before it.",
+        "as_of": t.as_of_param(
+            "Empty: the scheduled date. A past date trains on history before it."
         ),
     },
     tags=["dunning", "risk", "weekly"],

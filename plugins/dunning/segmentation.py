@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from dunning import lake, ledger
 from dunning.config import Aging, Config
-from dunning.schema import DEBTOR_FEATURES
+from dunning.schema import AGING_FEATURES, DEBTOR_FEATURES
 
 # --- aging ---------------------------------------------------------------------------------------
 
@@ -27,16 +27,8 @@ DEBTOR_ATTRIBUTES: Final = (*DEBTOR_FEATURES, "timezones")
 VIEW_COLUMNS: Final = (
     "debtor_id",
     "currency",
-    "open_minor",
-    "overdue_minor",
-    "disputed_minor",
-    "invoice_count",
-    "overdue_count",
-    "max_days_past_due",
-    "weighted_days_past_due",
+    *AGING_FEATURES,
     "oldest_due_date",
-    "days_to_oldest_due",
-    "bucket",
     *DEBTOR_ATTRIBUTES,
     "other_currency_items",
 )

@@ -16,6 +16,7 @@ from airflow.sdk import (
     CronTriggerTimetable,
     ExceptionRetryPolicy,
     ObjectStoragePath,
+    Param,
     RetryAction,
     RetryRule,
     get_current_context,
@@ -42,6 +43,20 @@ DATA_ERRORS = ExceptionRetryPolicy(
         RetryRule(exception="dunning.errors.NotEnoughHistory", action=RetryAction.FAIL),
     ]
 )
+
+
+DEFAULT_ARGS = {"owner": "collections", "retries": 2, "retry_delay": timedelta(minutes=5)}
+
+
+def as_of_param(description_md: str) -> Param:
+    """The business date every Dunning DAG takes: nullable, so a run without one still works."""
+    return Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        title="Business date (as of)",
+        description_md=description_md,
+    )
 
 
 def daily_schedule() -> CronTriggerTimetable:
