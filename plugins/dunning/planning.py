@@ -136,13 +136,15 @@ def _covered(frame: pd.DataFrame, exp: Experiment, cfg: Config) -> pd.Series:
 # --- cadence -----------------------------------------------------------------------------------
 
 
+_HOLIDAY_COUNTRIES = frozenset(holidays.list_supported_countries())
+
+
 @lru_cache(maxsize=512)
 def _day_off(country: str, day: date) -> bool:
     """Weekend or public holiday in the debtor's country (its own weekend: Fri-Sat in SA)."""
-    try:
-        cal = holidays.country_holidays(country, years=day.year)
-    except NotImplementedError:
+    if country not in _HOLIDAY_COUNTRIES:  # no calendar: Saturday and Sunday, no holidays
         return day.weekday() >= 5
+    cal = holidays.country_holidays(country, years=day.year)
     return day.weekday() in cal.weekend or day in cal
 
 

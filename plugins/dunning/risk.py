@@ -302,16 +302,20 @@ def train(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict:
     return meta
 
 
+def _pointer_as_of(path: Any) -> str:
+    """The as-of of the approved-model pointer; an unreadable pointer counts as oldest, so a
+    new approval replaces it."""
+    try:
+        return str(lake.read_json(path).get("as_of", ""))
+    except (ValueError, OSError):
+        return ""
+
+
 def _promote(root: Any, meta: dict) -> bool:
     """Point ``latest_approved.json`` here unless a newer as-of is already approved (backfills)."""
     path = root / LATEST
-    if path.exists():
-        try:
-            current = lake.read_json(path)
-            if current.get("as_of", "") > meta["as_of"]:
-                return False
-        except (ValueError, OSError):
-            pass  # an unreadable pointer is replaced
+    if path.exists() and _pointer_as_of(path) > meta["as_of"]:
+        return False
     lake.write_json(
         path,
         {
