@@ -402,14 +402,9 @@ def snapshot_rows(engine: sa.Engine, as_of: date) -> list[dict]:
 
 def load_from_lake(engine: sa.Engine, as_of: date, root: Any, validated: dict) -> dict[str, int]:
     """Load the validated snapshot of ``as_of`` from the lake into the ledger (replacing it)."""
-    stats = lake.read_json(root / validated["stats"])["sources"]
-    frames: dict[str, list[pd.DataFrame]] = {"invoices": [], "debtors": []}
-    for name, key in validated["snapshots"].items():
-        frames[stats[name]["dataset"]].append(lake.read_parquet(root / key))
-    invoices, debtors = (
-        pd.concat(frames[d], ignore_index=True) if frames[d] else pd.DataFrame()
-        for d in ("invoices", "debtors")
-    )
+    from dunning.quality import read_snapshots
+
+    invoices, debtors, stats = read_snapshots(root, validated)
     if invoices.empty:
         invoices = pd.DataFrame(columns=[c for c in INVOICE_COLUMNS if c != "as_of"])
     quarantine = pd.concat(

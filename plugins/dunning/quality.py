@@ -935,6 +935,22 @@ def validate_to_lake(
     return out
 
 
+def read_snapshots(root: Any, validated: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The day's clean invoices and debtors as ``validate_to_lake`` wrote them, and its
+    per-source stats: what every later stage starts from (empty frames when a dataset has none)."""
+    stats = lake.read_json(root / validated["stats"])["sources"]
+    frames: dict[str, list[pd.DataFrame]] = {"invoices": [], "debtors": []}
+    for name, key in validated["snapshots"].items():
+        frame = lake.read_parquet(root / key)
+        if len(frame):
+            frames[stats[name]["dataset"]].append(frame)
+    invoices, debtors = (
+        pd.concat(frames[d], ignore_index=True) if frames[d] else pd.DataFrame()
+        for d in ("invoices", "debtors")
+    )
+    return invoices, debtors, stats
+
+
 def neutralize(frame: pd.DataFrame) -> pd.DataFrame:
     """Quarantine CSVs are opened in spreadsheets: prefix formula-looking cells with a quote."""
     out = frame.copy()

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from dunning import lake, ledger
 from dunning.config import Aging, Config
+from dunning.quality import read_snapshots
 from dunning.schema import AGING_FEATURES, DEBTOR_FEATURES
 
 # --- aging ---------------------------------------------------------------------------------------
@@ -217,14 +218,7 @@ def aging_to_lake(cfg: Config, as_of: date, root: Any, validated: dict, engine: 
     ``quality.validate_to_lake``), so aging never sees a quarantined row.  Re-running a day
     overwrites the view and replaces that day's bucket rows.
     """
-    stats = lake.read_json(root / validated["stats"])["sources"]
-    frames: dict[str, list[pd.DataFrame]] = {"invoices": [], "debtors": []}
-    for name, key in validated["snapshots"].items():
-        frames[stats[name]["dataset"]].append(lake.read_parquet(root / key))
-    invoices, debtors = (
-        pd.concat([f for f in frames[d] if len(f)] or [pd.DataFrame()], ignore_index=True)
-        for d in ("invoices", "debtors")
-    )
+    invoices, debtors, _ = read_snapshots(root, validated)
     if invoices.empty:
         invoices = _empty_invoices()
     view = debtor_view(age_invoices(invoices, as_of, cfg.aging), debtors, as_of, cfg.aging)
