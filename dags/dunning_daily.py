@@ -14,7 +14,12 @@ One run is one **business date** (`as_of`). Today it:
 4. **age** every open invoice and debtor (buckets, days past due; bucket history in the ledger);
 5. **score** behaviour features and the risk model (the newest approved one, else rules);
 6. **plan** segments and the contacts due today (`plans/as_of=…/planned_contacts.parquet`);
-7. **summarize** into `reports/as_of=…/summary.json` (contract C3) -- also when a gate stopped
+7. **comply**: every planned contact through the compliance gate (bankruptcy, cease, disputes,
+   opt-outs, consent, hours in all the debtor's time zones, designated times, Reg F and state
+   frequency caps). A contact held back only by the clock is scheduled into the next allowed
+   window; the others are blocked with every reason (`decisions/as_of=…/decisions.parquet` and
+   the ledger's `contact_decisions`, with the rule-set version and snapshot ids);
+8. **summarize** into `reports/as_of=…/summary.json` (contract C3) -- also when a gate stopped
    the run, with the reasons.
 
 **Params**: leave *as_of* empty for the scheduled date; a past date is a backfill. *sources*
@@ -79,7 +84,10 @@ def dunning_daily() -> None:
     aged = t.age(run=run, validated=validated, loaded=loaded)
     scored = t.score(run=run, aged=aged, history=load_history(run=run))
     planned = t.plan(run=run, scored=scored)
-    t.summarize(run=run, validated=validated, loaded=loaded, aged=aged, planned=planned)
+    decided = t.comply(run=run, planned=planned)
+    t.summarize(
+        run=run, validated=validated, loaded=loaded, aged=aged, planned=planned, decided=decided
+    )
 
 
 dunning_daily()

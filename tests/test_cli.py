@@ -20,7 +20,7 @@ def dunning(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_subcommands():
     out = dunning("--help")
     assert out.returncode == 0
-    for sub in ("generate", "bench", "demo", "ui", "services"):
+    for sub in ("generate", "bench", "demo", "ui", "services", "compliance"):
         assert sub in out.stdout
 
 
@@ -50,6 +50,46 @@ def test_bench_prints_a_table_and_writes_one_record_per_size_and_stage(tmp_path)
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     stages = {(r["size"], r["stage"]) for r in rows}
     for size in (300, 600):
-        assert {(size, s) for s in ("extract", "validate", "load_ledger", "age", "plan")} <= stages
+        expected = ("extract", "validate", "load_ledger", "age", "plan", "comply", "comply_engine")
+        assert {(size, s) for s in expected} <= stages
     timed = rows
     assert all(r["seconds"] > 0 and r["peak_mb"] > 50 for r in timed)
+
+
+def test_compliance_check_answers_each_line_in_order_and_survives_bad_lines(tmp_path):
+    ok = {
+        "id": "s1",
+        "at": "2026-09-16T14:00:00Z",
+        "channel": "call",
+        "debt": {"purpose": "consumer"},
+        "debtor": {
+            "country": "US",
+            "state": "MA",
+            "city": "Boston",
+            "timezones": ["America/New_York"],
+            "opted_out": ["sms"],
+            "consented": ["email"],
+            "inconvenient_times": [{"weekdays": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}],
+        },
+        "history": [
+            {"at": "2026-09-14T15:00:00Z", "channel": "call", "connected": True},
+            {"at": "2026-09-15T15:00:00Z", "channel": "sms"},
+        ],
+    }
+    late = {"id": "s2", "at": "2026-09-17T02:30:00Z", "channel": "letter", "debtor": ok["debtor"]}
+    bad_zone = {**late, "id": "s3", "debtor": {"timezones": ["Mars/Olympus"]}}
+    file = tmp_path / "contacts.jsonl"
+    lines = [json.dumps(ok), "{not json", json.dumps(late), json.dumps(bad_zone)]
+    file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = dunning("compliance", "check", str(file))
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert results[0] == {
+        "id": "s1",
+        "allowed": False,
+        "reasons": ["INCONVENIENT_TIME", "STATE_FREQUENCY"],
+    }
+    assert results[1]["id"] is None and "line 2" in results[1]["error"]
+    assert results[2] == {"id": "s2", "allowed": True, "reasons": []}  # letters ignore the hour
+    assert results[3]["id"] == "s3" and "Mars/Olympus" in results[3]["error"]
+    assert len(results) == 4

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from dunning import ledger, reports, services
+from dunning.compliance import REASONS
 from dunning.generate import generate
 from dunning.reports import SUMMARY_FIELDS
 
@@ -76,6 +77,21 @@ def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_buck
     planned = pd.read_parquet(io.BytesIO(plan))
     assert len(planned) == summary["contacts_planned"]
     assert planned["contact_key"].is_unique
+
+    # every planned contact has a decision; the blocked ones are counted by reason
+    body = s3_client.get_object(Bucket=s3_bucket, Key=summary["decisions_file"])["Body"].read()
+    decisions = pd.read_parquet(io.BytesIO(body))
+    assert sorted(decisions["contact_key"]) == sorted(planned["contact_key"])
+    blocked = decisions[decisions["status"] == "blocked"]
+    assert summary["contacts_allowed"] + summary["contacts_scheduled"] + len(blocked) == len(
+        decisions
+    )
+    assert set(summary["contacts_suppressed"]) <= set(REASONS)
+    assert summary["contacts_suppressed"], "a generated portfolio has opt-outs and consents"
+    for code, n in summary["contacts_suppressed"].items():
+        assert n == int(blocked[code].sum())
+    assert (decisions["rules_version"] == summary["rules_version"]).all()
+    assert decisions.loc[decisions["status"] != "blocked", "send_at"].notna().all()
 
     keys = {
         o["Key"]

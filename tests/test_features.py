@@ -1,15 +1,22 @@
-"""Behaviour features: a hand-computed debtor, and nothing dated on or after as_of counts."""
+"""Behaviour features: a hand-computed debtor, nothing dated on or after as_of counts, and the
+history mirror in the lake gives exactly the features the ledger gives."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
+from upath import UPath
 
-from dunning import ledger
+from dunning import features, history, lake, ledger
+from dunning.config import load_config
 from dunning.features import behaviour_features
+from dunning.generate import generate
+from dunning.planning import recent_contacts
 from dunning.schema import BEHAVIOUR_FEATURES
 
 AS_OF = date(2026, 6, 15)
@@ -164,3 +171,206 @@ def test_debtors_without_history_get_neutral_values(engine):
 def test_before_any_history_is_empty(engine):
     frame = behaviour_features(engine, date(2025, 1, 1))
     assert frame.empty and list(frame.columns) == ["debtor_id", *BEHAVIOUR_FEATURES]
+
+
+# --- the lake mirror written by the history load ---------------------------------------------
+
+HISTORY = {
+    "invoices": "invoice_history.csv",
+    "payments": "payments.csv",
+    "contacts": "contact_history.csv",
+    "compliance_events": "compliance_events.csv",
+}
+LOADED_ON = date(2026, 11, 23)
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """A generated portfolio's history loaded into a SQLite ledger (and so mirrored to the lake),
+    plus debtors with ``customer_since`` (tenure reads it from the ledger on both paths)."""
+    folder = tmp_path_factory.mktemp("mirror")
+    generate(folder / "portfolio", debtors=600, as_of=LOADED_ON, seed=3)
+    config_path = folder / "portfolio" / "config.yaml"
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    raw["history"] = HISTORY  # the generator does not write a history section yet
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    customers = pd.read_csv(folder / "portfolio" / "customers.csv", dtype=str).head(400)
+    url = f"sqlite:///{folder / 'ledger.sqlite'}"
+    ledger.migrate(url)
+    root = UPath(folder / "lake")
+    with ledger.ledger(url) as eng:
+        with eng.begin() as conn:
+            conn.execute(
+                sa.insert(ledger.Debtor),
+                [
+                    {
+                        "debtor_id": row.debtor_id,
+                        "source": "customers",
+                        "name": "x",
+                        "kind": row.kind,
+                        "country": row.country,
+                        "timezones": row.timezones,
+                        "locale": row.locale,
+                        "customer_since": date.fromisoformat(row.customer_since)
+                        if isinstance(row.customer_since, str)
+                        else None,
+                        "first_seen_as_of": LOADED_ON,
+                        "last_seen_as_of": LOADED_ON,
+                    }
+                    for row in customers.itertuples()
+                ],
+            )
+        result = history.load_history(load_config(config_path), eng, root, LOADED_ON)
+        yield {"engine": eng, "root": root, "result": result}
+
+
+def test_history_load_writes_the_mirror(loaded):
+    result, root = loaded["result"], loaded["root"]
+    assert result["mirror"] == "history/as_of=2026-11-23/_manifest.json"
+    manifest = lake.read_json(root / result["mirror"])
+    assert set(manifest["datasets"]) == {"invoices", "payments", "contacts", "disputes"}
+    assert manifest["datasets"]["invoices"]["rows"] == result["loaded"]["invoices"]
+    assert manifest["datasets"]["contacts"]["rows"] == result["loaded"]["contacts"]
+
+
+def test_mirror_and_ledger_give_identical_features(loaded, monkeypatch):
+    engine, root = loaded["engine"], loaded["root"]
+    from_sql = behaviour_features(engine, LOADED_ON)
+    assert len(from_sql) > 500 and (from_sql["tenure_days"] > 0).mean() > 0.9
+    read = []
+    sql_tables = features._sql_tables
+    monkeypatch.setattr(
+        features,
+        "_sql_tables",
+        lambda e, lo, end, names: read.append(names) or sql_tables(e, lo, end, names),
+    )
+    from_mirror = behaviour_features(engine, LOADED_ON, root=root)
+    assert read == [set()]  # every history dataset came from the mirror
+    pd.testing.assert_frame_equal(from_sql, from_mirror, check_exact=True)
+    # a subset of debtors, some unknown: same rows, same order, same neutral values
+    ids = [*from_sql["debtor_id"].sample(50, random_state=0), "NEW-1", "NEW-2"]
+    pd.testing.assert_frame_equal(
+        behaviour_features(engine, LOADED_ON, ids),
+        behaviour_features(engine, LOADED_ON, ids, root=root),
+        check_exact=True,
+    )
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [date(2026, 2, 1), date(2026, 7, 31), date(2026, 11, 22), date(2027, 3, 1), date(2027, 9, 30)],
+)
+def test_mirror_windows_match_the_ledger_on_other_dates(loaded, as_of):
+    """The mirror holds every loaded fact; the date windows and the point-in-time rule are
+    applied when reading, on both paths alike (the 2027 dates leave part of the year of history
+    before the window's start)."""
+    engine, root = loaded["engine"], loaded["root"]
+    mirror = features.mirror_folder(root, LOADED_ON)
+    from_sql = features.features_from_facts(features.load_facts(engine, as_of, as_of), as_of)
+    from_mirror = features.features_from_facts(
+        features.load_facts(engine, as_of, as_of, mirror), as_of
+    )
+    pd.testing.assert_frame_equal(from_sql, from_mirror, check_exact=True)
+
+
+def test_datasets_missing_from_the_mirror_are_read_from_the_ledger(loaded, tmp_path):
+    engine, root = loaded["engine"], loaded["root"]
+    partial = UPath(tmp_path / "lake")
+    folder = features.mirror_folder(root, LOADED_ON)
+    manifest = lake.read_json(folder / features.MANIFEST)["datasets"]
+    parts = [
+        features.MirrorPart(
+            name,
+            manifest[name]["table"],
+            manifest[name]["table_rows"],
+            manifest[name]["rows"],
+            {f: (folder / f).read_bytes() for f in manifest[name]["files"]},
+        )
+        for name in ("invoices", "contacts")
+    ]
+    features.write_mirror(partial, LOADED_ON, parts)
+    assert features.usable_mirror(engine, folder) == {
+        "invoices",
+        "payments",
+        "contacts",
+        "disputes",
+    }
+    assert features.usable_mirror(engine, features.mirror_folder(partial, LOADED_ON)) == {
+        "invoices",
+        "contacts",
+    }
+    pd.testing.assert_frame_equal(
+        behaviour_features(engine, LOADED_ON),
+        behaviour_features(engine, LOADED_ON, root=partial),
+        check_exact=True,
+    )
+    # no mirror at all for the date (or a dropped one): the ledger alone
+    features.drop_mirror(partial, LOADED_ON)
+    assert not (features.mirror_folder(partial, LOADED_ON) / features.MANIFEST).exists()
+    pd.testing.assert_frame_equal(
+        behaviour_features(engine, LOADED_ON),
+        behaviour_features(engine, LOADED_ON, root=partial),
+        check_exact=True,
+    )
+
+
+@pytest.mark.parametrize("low", [0, -500])  # negative amounts take the two-key sort
+def test_group_median_matches_pandas(low):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 50, 2000)
+    values = rng.integers(low, 1000, 2000)
+    got = features._group_median(codes, values, 60)
+    want = pd.Series(values).groupby(codes).median().reindex(range(60), fill_value=0.0)
+    np.testing.assert_array_equal(got, want.to_numpy())
+
+
+def test_rows_added_since_the_load_make_the_mirror_stale(loaded):
+    """Something other than the history load wrote a payment: the mirror no longer describes
+    the payments table, so they are read from the ledger (and count)."""
+    engine, root = loaded["engine"], loaded["root"]
+    debtor = behaviour_features(engine, LOADED_ON)["debtor_id"].iloc[0]
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(ledger.Payment), [pay("LATE-1", "2026-11-20", 1, debtor)])
+        folder = features.mirror_folder(root, LOADED_ON)
+        assert features.usable_mirror(engine, folder) == {"invoices", "contacts", "disputes"}
+        pd.testing.assert_frame_equal(
+            behaviour_features(engine, LOADED_ON),
+            behaviour_features(engine, LOADED_ON, root=root),
+            check_exact=True,
+        )
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(ledger.Payment).where(ledger.Payment.payment_id == "LATE-1"))
+
+
+def test_plan_contacts_from_the_mirror_match_the_ledger(loaded):
+    engine, root = loaded["engine"], loaded["root"]
+    for days in (400, 30):
+        from_sql = recent_contacts(engine, LOADED_ON, days)
+        from_mirror = recent_contacts(engine, LOADED_ON, days, root=root)
+        assert len(from_sql) > 100
+        for frame in (from_sql, from_mirror):
+            frame["at"] = pd.to_datetime(frame["at"], utc=True)
+        pd.testing.assert_frame_equal(
+            from_sql.sort_values(["debtor_id", "template"], ignore_index=True),
+            from_mirror,
+            check_exact=True,
+            check_dtype=False,
+        )
+
+
+def test_contacts_at_midnight_are_dated_right_on_sqlite(engine):
+    """The history load stores timestamps without microseconds; SQLite compares them as text."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("text timestamps are SQLite's")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO contact_attempts (contact_id, debtor_id, at, channel, template) VALUES "
+            "('M1', 'D1', '2026-06-15 00:00:00', 'email', 'late'), "  # as_of: not before it
+            "('M2', 'D1', '2026-06-14 23:59:59', 'email', 'late'), "
+            "('M3', 'D1', '2025-05-11 00:00:00', 'email', 'early')"  # as_of - 400 days: in
+        )
+    latest = recent_contacts(engine, AS_OF).set_index("template")["at"]
+    assert str(latest["late"]) == "2026-06-14 23:59:59"
+    assert str(latest["early"]) == "2025-05-11 00:00:00"

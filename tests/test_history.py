@@ -38,6 +38,10 @@ EVENTS = """debtor_id,event,channel,effective_date,detail
 D1,dispute_opened,,2026-02-02,"{""invoice_id"":""INV-2""}"
 D2,opt_out,sms,2026-03-01,
 D2,=cmd(),,2026-03-01,
+D2,maybe_later,,2026-03-01,
+D2,opt_out,,2026-03-01,
+D2,inconvenient_time,call,2026-03-01,"{""start"":""25:00"",""end"":""14:00""}"
+D1,inconvenient_time,call,2026-03-01,"{""weekdays"":[5,6],""start"":""08:00"",""end"":""12:00""}"
 """
 
 
@@ -87,9 +91,9 @@ def test_load_counts_minor_units_and_quarantine(tmp_path, engine):
     root = UPath(tmp_path / "lake")
     result = history.load_history(cfg, engine, root, AS_OF)
 
-    assert result["read"] == {"invoices": 5, "payments": 4, "contacts": 3, "compliance_events": 3}
-    assert result["loaded"] == {"invoices": 3, "payments": 2, "contacts": 2, "compliance_events": 2}
-    assert result["rows_quarantined"] == 2 + 2 + 1 + 1
+    assert result["read"] == {"invoices": 5, "payments": 4, "contacts": 3, "compliance_events": 7}
+    assert result["loaded"] == {"invoices": 3, "payments": 2, "contacts": 2, "compliance_events": 3}
+    assert result["rows_quarantined"] == 2 + 2 + 1 + 4
     assert result["quarantine"] == "quarantine/as_of=2026-11-23/history.parquet"
 
     q = lake.read_parquet(root / result["quarantine"])
@@ -101,6 +105,9 @@ def test_load_counts_minor_units_and_quarantine(tmp_path, engine):
     assert ("contact_history.csv", 4, "channel", "BAD_VALUE") in got
     assert ("compliance_events.csv", 4, "debtor_id", "FORMULA_CELL") not in got
     assert ("compliance_events.csv", 4, "event", "BAD_VALUE") in got
+    assert ("compliance_events.csv", 5, "event", "BAD_VALUE") in got  # not a known event
+    assert ("compliance_events.csv", 6, "channel", "MISSING_FIELD") in got  # opt out of what?
+    assert ("compliance_events.csv", 7, "detail", "BAD_VALUE") in got  # 25:00
     assert (root / result["quarantine"].replace(".parquet", ".csv")).exists()
 
     with engine.connect() as conn:
@@ -122,7 +129,7 @@ def test_reload_replaces_instead_of_appending(tmp_path, engine):
     history.load_history(load_config(cfg_path), engine, root, AS_OF)
     assert count(engine, ledger.InvoiceHistory) == 3
     assert count(engine, ledger.Payment) == 2
-    assert count(engine, ledger.ComplianceEvent) == 2
+    assert count(engine, ledger.ComplianceEvent) == 3
 
     # the next export lost INV-2: the ledger follows the export
     fewer = "\n".join(line for line in INVOICES.splitlines() if not line.startswith("INV-2"))
@@ -164,12 +171,14 @@ def test_mostly_bad_export_keeps_the_previous_history(tmp_path, engine):
 
     cfg_path = write_portfolio(tmp_path / "p")
     root = UPath(tmp_path / "lake")
-    history.load_history(load_config(cfg_path), engine, root, AS_OF)
+    manifest = root / history.load_history(load_config(cfg_path), engine, root, AS_OF)["mirror"]
+    assert manifest.exists()
     # a layout change: amounts now carry a currency suffix, every invoice row is rejected
     broken = INVOICES.replace(".00,", ".00 USD,").replace(".50,", ".50 USD,")
     write_portfolio(tmp_path / "p", invoices=broken)
     with pytest.raises(SourceGateError, match="QUARANTINE_SHARE"):
         history.load_history(load_config(cfg_path), engine, root, AS_OF)
     assert count(engine, ledger.InvoiceHistory) == 3  # rolled back, nothing replaced
+    assert not manifest.exists()  # dropped before the reload began: features read the ledger
     q = lake.read_parquet(root / "quarantine/as_of=2026-11-23/history.parquet")
     assert (q["source_file"] == "invoice_history.csv").sum() >= 3

@@ -371,6 +371,11 @@ def test_experiment_outside_its_segments_leaves_debtors_alone():
             {"experiments": [dict(EXPERIMENT, arms=[{"name": "x", "templates": {"nostep": "t"}}])]},
             r"experiments\.0\.arms\.x: no step named \['nostep'\]",
         ),
+        (
+            {},  # the t_* templates of STRATEGIES exist nowhere
+            r"strategies\.standard\.steps\.2\.template: no sms template 't_firm' in .*"
+            r"\(missing sms/t_firm\.en\.txt\)",
+        ),
     ],
 )
 def test_config_errors_name_the_file_and_key(tmp_path, change, message):

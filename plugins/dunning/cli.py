@@ -31,7 +31,42 @@ def _bench(args: argparse.Namespace) -> int:
     from dunning import bench
 
     sizes = [int(x) for x in args.sizes.split(",") if x]
-    return bench.main(sizes, Path(args.json) if args.json else None)
+    stages = tuple(x for x in args.stages.split(",") if x) or bench.STAGES
+    unknown = sorted(set(stages) - set(bench.STAGES))
+    if unknown:
+        print(f"bench: unknown stage(s) {', '.join(unknown)}; known: {', '.join(bench.STAGES)}")
+        return 2
+    keep = Path(args.keep) if args.keep else None
+    return bench.main(sizes, Path(args.json) if args.json else None, keep, stages)
+
+
+def _compliance(args: argparse.Namespace) -> int:
+    """C2: one JSON object per input line on stdout; the policy is the config's when one is named
+    (``--config``, or ``DUNNING_CONFIG`` if that file exists), else the built-in defaults."""
+    import os
+
+    from dunning.compliance import what_if
+    from dunning.config import Policy, load_config
+    from dunning.errors import ConfigError
+
+    env = os.environ.get("DUNNING_CONFIG")
+    named = args.config or (env if env and Path(env).is_file() else None)
+    if env and not named:
+        print(f"compliance check: {env} not found, using the default policy", file=sys.stderr)
+    try:
+        policy = load_config(named).compliance if named else Policy()
+    except ConfigError as exc:
+        print(f"compliance check: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        print(f"compliance check: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with stream:
+        for result in what_if(stream, policy, explain=args.explain):
+            print(json.dumps(result, ensure_ascii=False))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -65,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--state-dir", default="var/services")
     svc.add_argument("--which", default="s3,smtp", help="comma list of s3, smtp, postgres")
     svc.set_defaults(func=_services)
+    comp = sub.add_parser("compliance", help="compliance tools (the what-if check)")
+    comp_sub = comp.add_subparsers(dest="action", required=True)
+    check = comp_sub.add_parser(
+        "check", help="may we contact them? JSON Lines in (one proposed contact per line), out"
+    )
+    check.add_argument("file", help="JSON Lines file of proposed contacts, or - for stdin")
+    check.add_argument("--config", default=None, help="take the policy numbers from this config")
+    check.add_argument(
+        "--explain", action="store_true", help="add next_allowed_at and the rule-set version"
+    )
+    check.set_defaults(func=_compliance)
+
     demo = sub.add_parser("demo", help="run dunning_daily end to end with local S3 and SMTP")
     demo.add_argument("--debtors", type=int, default=2000)
     demo.add_argument("--as-of", type=date.fromisoformat, default=None, help="default: today")
@@ -80,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time each pipeline stage on generated portfolios")
     bench.add_argument("--sizes", default="10000,100000,1000000", help="open invoices per run")
     bench.add_argument("--json", default=None, help="also write one JSON record per size/stage")
+    bench.add_argument(
+        "--keep", default=None, help="keep work directories in KEEP/<size> and reuse them"
+    )
+    bench.add_argument(
+        "--stages", default="", help="comma-separated stages to run, in order (default: all)"
+    )
     bench.set_defaults(func=_bench)
     return parser
 

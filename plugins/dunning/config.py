@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -250,6 +251,53 @@ DEFAULT_STRATEGIES = {
 }
 
 
+def _clock(value: str) -> str:
+    from datetime import time
+
+    try:
+        time.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"expected a local time HH:MM, got {value!r}") from exc
+    return value
+
+
+Clock = Annotated[str, AfterValidator(_clock)]
+
+
+class Policy(_Strict):
+    """The compliance numbers (rule IDs from the domain catalogue).  LAW: the number is the
+    law's; PRESUMPTION: the law presumes a violation above it; POLICY-DEFAULT: the law gives no
+    number and this is our conservative choice, to be confirmed by the compliance officer."""
+
+    hours_start: Clock = "08:00"  # LAW REGF-06: no contact before 8 a.m. local
+    hours_end: Clock = (
+        "21:00"  # LAW REGF-06: nor after 9 p.m.; 21:00 itself is outside (POLICY-DEFAULT)
+    )
+    calls_per_7_days: int = Field(7, ge=1)  # PRESUMPTION REGF-02 (7 in 7)
+    conversation_cooldown_days: int = Field(7, ge=1)  # PRESUMPTION REGF-03 (day 1 = conversation)
+    ma_calls_texts_per_7_days: int = Field(2, ge=1)  # LAW MA-01 (940 CMR 7.04(1)(f))
+    nyc_attempts_per_7_days: int = Field(3, ge=1)  # LAW NYC-01 (all channels, from 2026-09-01)
+    # WA-01 (RCW 19.16.250, read from a secondary source): off unless the portfolio turns it on.
+    wa_communications_per_7_days: int | None = Field(None, ge=1)
+    uk_no_sunday: bool = False  # POLICY-DEFAULT UK-01: no Sunday outbound to UK debtors when on
+    # POLICY-DEFAULT REGF-01/CA-01: a creditor collecting its own debts follows Reg F anyway.
+    creditor_follows_reg_f: bool = True
+    # POLICY-DEFAULT UK-06: CONC does not split a dispute, so in these countries a disputed
+    # invoice pauses contact with the whole debtor (elsewhere the invoice is left out).
+    whole_debtor_dispute_countries: list[str] = ["GB"]
+    send_time: Clock = "09:00"  # POLICY: when the day's wave goes out, in the schedule's zone
+    collects_in_california: bool = False  # CA-02: the licence number goes on written messages
+    california_licence: str | None = None
+
+    @model_validator(mode="after")
+    def _licence(self) -> Policy:
+        if self.collects_in_california and not self.california_licence:
+            raise ValueError(
+                "california_licence: required when collects_in_california is true (CA-02)"
+            )
+        return self
+
+
 class Portfolio(_Strict):
     name: str
     collector: Literal["creditor", "third_party"] = "creditor"
@@ -267,6 +315,9 @@ class Config(_Strict):
     strategies: dict[str, Strategy] = DEFAULT_STRATEGIES
     segments: list[Segment] = [Segment(name="all", strategy="standard")]
     experiments: list[Experiment] = []
+    compliance: Policy = Policy()
+    # Message templates (see dunning.templates); default: the repository's include/templates.
+    templates: Path | None = None
     source_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -313,13 +364,7 @@ class Config(_Strict):
             for name in exp.segments:
                 if name not in segments:
                     raise ValueError(f"experiments.{i}.segments: no segment {name!r}")
-            covered = [segments[n] for n in exp.segments] or list(self.segments)
-            steps = {
-                st.name
-                for seg in covered
-                if seg.strategy
-                for st in self.strategies[seg.strategy].steps
-            }
+            steps = {st.name for st in self._experiment_steps(exp)}
             for arm in exp.arms:
                 unknown = sorted((set(arm.templates) | set(arm.offsets)) - steps)
                 if unknown:
@@ -332,6 +377,67 @@ class Config(_Strict):
         if all(s.priority is not None for s in self.segments):
             return sorted(self.segments, key=lambda s: s.priority)
         return list(self.segments)
+
+    def templates_dir(self) -> Path:
+        from dunning.templates import REPO_TEMPLATES
+
+        return self.resolve(self.templates) if self.templates else REPO_TEMPLATES
+
+    def template_uses(self) -> dict[tuple[str, str], str]:
+        """(channel, template) -> the first config key that sends it: a step, or an arm's
+        replacement template on the channels of the steps it replaces in the strategies of the
+        experiment's segments."""
+        uses: dict[tuple[str, str], str] = {}
+        for sname, strategy in self.strategies.items():
+            for i, step in enumerate(strategy.steps):
+                for channel in step.channels:
+                    uses.setdefault(
+                        (channel, step.template), f"strategies.{sname}.steps.{i}.template"
+                    )
+        for i, exp in enumerate(self.experiments):
+            for arm in exp.arms:
+                for step_name, template in arm.templates.items():
+                    key = f"experiments.{i}.arms.{arm.name}.templates.{step_name}"
+                    for step in self._experiment_steps(exp):
+                        if step.name == step_name:
+                            for channel in step.channels:
+                                uses.setdefault((channel, template), key)
+        return uses
+
+    def _experiment_steps(self, exp: Experiment) -> list[Step]:
+        """The steps an experiment's arms can change: those of its segments' strategies."""
+        segments = {s.name: s for s in self.segments}
+        covered = [segments[n] for n in exp.segments if n in segments] or list(self.segments)
+        names = dict.fromkeys(seg.strategy for seg in covered if seg.strategy)
+        return [st for name in names for st in self.strategies[name].steps]
+
+    def check_templates(self) -> list[str]:
+        """Every template the strategies and experiments send exists for each of its channels
+        in the default locale; problems come back as "key: message" lines."""
+        from dunning.templates import DEFAULT_LOCALE, missing_parts
+
+        directory = self.templates_dir()
+        problems = []
+        for (channel, template), key in self.template_uses().items():
+            missing = missing_parts(directory, channel, template, DEFAULT_LOCALE)
+            if missing:
+                problems.append(
+                    f"{key}: no {channel} template {template!r} in {directory} "
+                    f"(missing {', '.join(missing)})"
+                )
+        return problems
+
+    def lint_templates(self) -> list:
+        """The content lint (``dunning.templates.lint``) for this portfolio's collector mode and
+        California licence, on every template the strategies send."""
+        from dunning.templates import lint
+
+        return lint(
+            self.templates_dir(),
+            self.template_uses(),
+            third_party=self.portfolio.collector == "third_party",
+            licence_required=self.compliance.collects_in_california,
+        )
 
     def source(self, name: str) -> FileSource | SqlSource:
         for src in self.sources:
@@ -364,12 +470,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping at the top level")
     try:
-        return Config.model_validate({**raw, "source_file": file.resolve()})
+        cfg = Config.model_validate({**raw, "source_file": file.resolve()})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{file}: {problems}") from exc
+    problems = cfg.check_templates() or [str(p) for p in cfg.lint_templates()]
+    if problems:
+        raise ConfigError(f"{file}: " + "; ".join(problems))
+    return cfg
 
 
 def config_path() -> Path:

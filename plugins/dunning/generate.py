@@ -1942,6 +1942,8 @@ def _config(sql_url: str) -> dict:
     return {
         "portfolio": {"name": COMPANY_NAME, "collector": "creditor", "home_currency": "USD"},
         "schedule": {"cron": "0 6 * * *", "timezone": "America/New_York"},
+        # Some debtors live in California: the licence number goes on every written message.
+        "compliance": {"collects_in_california": True, "california_licence": "10099-99"},
         "sources": [
             {"name": "erp_us", "path": "ar_aging_detail.csv", **ERP_LAYOUT},
             {

@@ -7,6 +7,10 @@ ledger's history tables in one transaction: a retried or re-run load gives the s
 Rows are checked with the same vectorized parsers and reason codes as the daily validation
 (``dunning.quality``); a bad row goes to ``quarantine/as_of=.../history.parquet`` with its file,
 line, field and reason -- nothing is dropped silently.  Money is stored in exact minor units.
+
+The rows loaded also go to the lake as the behaviour-feature facts (``history/as_of=...``, see
+``dunning.features.write_mirror``), so the daily score does not read millions of rows back
+out of the ledger.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from dunning import lake, ledger, quality
+from dunning import features, lake, ledger, quality
+from dunning.compliance import CONSENT_EVENTS, KNOWN_EVENTS, OPT_OUT_EVENTS
 from dunning.config import Config, FileSource, NumberFormat
 from dunning.schema import CHANNELS, FORMULA_PATTERN, SOURCE_COLUMNS
 from dunning.sources import SourceError, _read_csv_text
@@ -31,6 +36,12 @@ log = logging.getLogger(__name__)
 # Rows handed to the driver per batch: bounds the memory of the object-dtype copy it needs.
 LOAD_CHUNK = 500_000
 EVENT_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+CHANNEL_EVENTS = (*OPT_OUT_EVENTS, *CONSENT_EVENTS)
+# The designated-window detail the compliance engine reads (weekdays optional: every day).
+WINDOW_PATTERN = (
+    r'^\{\s*(?:"weekdays"\s*:\s*\[[0-6](?:\s*,\s*[0-6])*\]\s*,\s*)?'
+    r'"start"\s*:\s*"(?:[01]\d|2[0-3]):[0-5]\d"\s*,\s*"end"\s*:\s*"(?:[01]\d|2[0-3]):[0-5]\d"\s*\}$'
+)
 
 # dataset -> (ledger table, columns the export must have)
 DATASETS: dict[str, tuple[Any, tuple[str, ...]]] = {
@@ -77,19 +88,23 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
     """Validate the configured history exports and replace the ledger's history tables.
 
     Returns ``{"as_of", "read": {dataset: rows}, "loaded": {...}, "quarantined": {...},
-    "rows_quarantined", "quarantine": lake key, "seconds": {...}}``.  Datasets not configured
-    are skipped and their tables left as they are.  Raises ``SourceGateError`` (nothing
-    replaced) when an export has more bad rows than ``gates.max_quarantine_share``.
+    "rows_quarantined", "quarantine": lake key, "mirror": lake key of the features mirror's
+    manifest, "seconds": {...}}``.  Datasets not configured are skipped and their tables left as
+    they are (and read from the ledger by the features).  Raises ``SourceGateError`` (nothing
+    replaced, no mirror for ``as_of``) when an export has more bad rows than
+    ``gates.max_quarantine_share``.
     """
     read: dict[str, int] = {}
     loaded: dict[str, int] = {}
     quarantined: dict[str, int] = {}
     seconds: dict[str, float] = {}
     quarantines: list[pd.DataFrame] = []
+    mirror: list[features.MirrorPart] = []  # the features' lake mirror, written after commit
+    features.drop_mirror(root, as_of)
     # One transaction for every table: readers see the old history or the new, never a mix.
     # Each export is validated and inserted in turn, so only one is in memory at a time.
     with engine.begin() as conn:
-        for dataset, (_table, columns) in DATASETS.items():
+        for dataset, (model, columns) in DATASETS.items():
             rel = getattr(cfg.history, dataset)
             if rel is None:
                 continue
@@ -110,7 +125,10 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
             started = time.perf_counter()
             _replace_table(conn, dataset, clean)
             seconds[f"load_{dataset}"] = round(time.perf_counter() - started, 2)
+            started = time.perf_counter()
+            mirror.append(features.mirror_files(dataset, clean, model.__tablename__))
             del clean
+            seconds[f"mirror_{dataset}"] = round(time.perf_counter() - started, 2)
             log.info(
                 "history %s: %d rows read, %d quarantined",
                 dataset,
@@ -146,6 +164,11 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
         ]
         if failures:
             raise quality.SourceGateError(failures)
+    # Only once the new history is committed: the daily score reads it from here (see
+    # ``dunning.features``), so it must never describe tables that were rolled back.
+    started = time.perf_counter()
+    mirror_key = features.write_mirror(root, as_of, mirror)
+    seconds["mirror_write"] = round(time.perf_counter() - started, 2)
     return {
         "as_of": as_of.isoformat(),
         "read": read,
@@ -154,6 +177,7 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
         "rows_quarantined": int(sum(quarantined.values())),
         "quarantine": q_key,
         "quarantine_by_reason": quarantine["reason"].value_counts().astype(int).to_dict(),
+        "mirror": mirror_key,
         "seconds": seconds,
     }
 
@@ -353,6 +377,12 @@ def check_events(
         quality.BAD_VALUE,
         "event must be a lower-case code like dispute_opened",
     )
+    issues.add(
+        event.str.match(EVENT_PATTERN).fillna(False) & ~quality.isin(event, KNOWN_EVENTS),
+        "event",
+        quality.BAD_VALUE,
+        f"unknown compliance event; known: {sorted(KNOWN_EVENTS)}",
+    )
     out["event"] = event
     channel = frame["channel"].str.strip().str.lower()
     issues.add(
@@ -361,8 +391,21 @@ def check_events(
         quality.BAD_VALUE,
         f"channel must be empty or one of {list(CHANNELS)}",
     )
+    issues.add(
+        quality.isin(event, CHANNEL_EVENTS) & (channel.fillna("") == ""),
+        "channel",
+        quality.MISSING_FIELD,
+        "an opt-out, opt-in or consent event needs the channel it is about",
+    )
     out["channel"] = channel.where(channel != "")
     out["effective_date"] = _date(issues, frame, "effective_date")
+    detail = frame["detail"].fillna("")
+    issues.add(
+        (event == "inconvenient_time") & ~detail.str.match(WINDOW_PATTERN).fillna(False),
+        "detail",
+        quality.BAD_VALUE,
+        'inconvenient_time needs {"weekdays": [0-6, ...], "start": "HH:MM", "end": "HH:MM"}',
+    )
     out["detail"] = frame["detail"].where(frame["detail"] != "")
     return out, issues
 

@@ -15,6 +15,9 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from upath import UPath
 
 from dunning.config import lake_url
@@ -59,3 +62,20 @@ def write_json(path: Any, obj: Any) -> None:
 
 def read_json(path: Any) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """An Arrow table as Parquet bytes (zstd), e.g. to write later with ``write_bytes``."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_table(
+    path: Any, columns: list[str] | None = None, filters: pc.Expression | None = None
+) -> pa.Table:
+    """Parquet straight to Arrow, only ``columns`` and rows matching ``filters`` (row groups
+    whose statistics rule them out are skipped): no pandas copy for readers that compute in
+    Arrow or numpy."""
+    with path.open("rb") as fh:
+        return pq.read_table(fh, columns=columns, filters=filters)

@@ -189,6 +189,24 @@ class ComplianceEvent(Base):
     detail: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class ContactDecision(Base):
+    """The compliance gate's decision on one planned contact: what was checked, what blocked it
+    and under which rules (Reg F 1006.100: kept at least three years; nothing here deletes)."""
+
+    __tablename__ = "contact_decisions"
+
+    contact_key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16))  # allowed | scheduled | blocked
+    reasons: Mapped[str] = mapped_column(sa.String(400))  # sorted codes, comma-joined
+    send_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    rules_version: Mapped[str] = mapped_column(sa.String(64))
+    snapshot_ids: Mapped[str] = mapped_column(sa.String(400))
+    decided_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
 INVOICE_COLUMNS = [c.name for c in InvoiceSnapshot.__table__.columns]
 DEBTOR_COLUMNS = [c.name for c in Debtor.__table__.columns]
 QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name != "id"]

@@ -296,15 +296,25 @@ def _plan_strategy(
 # --- stage ---------------------------------------------------------------------------------------
 
 
-def recent_contacts(engine: sa.Engine, as_of: date, days: int = 400) -> pd.DataFrame:
+def recent_contacts(
+    engine: sa.Engine, as_of: date, days: int = 400, root: Any | None = None
+) -> pd.DataFrame:
     """The latest contact per debtor and template before ``as_of``: all the cadence needs (did a
-    step happen this cycle, when was the last contact), aggregated in the database."""
+    step happen this cycle, when was the last contact), aggregated in the database -- or, with
+    the lake ``root``, from the history mirror the day's history load wrote when it still
+    matches the ledger: grouping millions of contacts in SQLite took most of the plan stage."""
+    from dunning import features
+
     start = pd.Timestamp(as_of - timedelta(days=days), tz="UTC").to_pydatetime()
     end = pd.Timestamp(as_of, tz="UTC").to_pydatetime()
+    if root is not None:
+        mirrored = features.latest_contacts(engine, root, as_of, start, end)
+        if mirrored is not None:
+            return mirrored
     table = ContactAttempt.__table__
     query = (
         sa.select(table.c.debtor_id, table.c.template, sa.func.max(table.c.at).label("at"))
-        .where(table.c.at >= start, table.c.at < end)
+        .where(features.timestamp_window(table.c.at, start, end))
         .group_by(table.c.debtor_id, table.c.template)
     )
     with engine.connect() as conn:
@@ -316,7 +326,8 @@ def score_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_k
     from dunning import features, risk
 
     view = lake.read_parquet(root / view_key)
-    behaviour = features.behaviour_features(engine, as_of, pd.Index(view["debtor_id"]))
+    # root: the history mirror the day's history load wrote, not millions of ledger rows
+    behaviour = features.behaviour_features(engine, as_of, pd.Index(view["debtor_id"]), root)
     frame = view.merge(behaviour, on="debtor_id", how="left")
     scores = risk.score(cfg, frame, root)
     scored = frame.merge(scores, on="debtor_id", how="left")
@@ -330,7 +341,7 @@ def plan_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_ke
     """Segment the day's debtors and plan their contacts; both go to the lake for compliance."""
     view = lake.read_parquet(root / view_key)
     segmented = assign_arms(assign_segments(view, cfg), cfg)
-    plan = plan_contacts(segmented, cfg, as_of, recent_contacts(engine, as_of))
+    plan = plan_contacts(segmented, cfg, as_of, recent_contacts(engine, as_of, root=root))
     seg_key = lake.partition("segments", as_of) + "/segments.parquet"
     plan_key = lake.partition("plans", as_of) + "/planned_contacts.parquet"
     keep = ["debtor_id", "segment", "segment_reason", "strategy", "experiment", "arm"]

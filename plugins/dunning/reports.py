@@ -26,7 +26,7 @@ SUMMARY_FIELDS = (
     "placement_files",
     "backfill",
 )
-STAGES = ("validate", "load_ledger", "age", "plan")
+STAGES = ("validate", "load_ledger", "age", "plan", "comply")
 
 
 def summary_key(as_of: date) -> str:
@@ -50,11 +50,11 @@ def build_summary(
     loaded: dict | None,
     aged: dict | None,
     planned: dict | None,
+    decided: dict | None = None,
 ) -> dict:
     """Assemble C3 from the stage results; ``None`` for a stage that did not finish."""
-    done = dict(
-        zip(STAGES, (stats and not stats["gate_failures"], loaded, aged, planned), strict=True)
-    )
+    finished = (stats and not stats["gate_failures"], loaded, aged, planned, decided)
+    done = dict(zip(STAGES, finished, strict=True))
     status = "complete" if all(done.values()) else ("stopped" if stats else "failed")
     sources = (stats or {}).get("sources", {})
     return {
@@ -63,7 +63,7 @@ def build_summary(
         "rows_quarantined": stats["rows_quarantined"] if stats else None,
         "debtors_due": planned["debtors_due"] if planned else None,
         "contacts_planned": planned["contacts_planned"] if planned else None,
-        "contacts_suppressed": {},
+        "contacts_suppressed": decided["contacts_suppressed"] if decided else {},
         "messages_sent": {},
         "payments_matched": None,
         "payments_unmatched": None,
@@ -83,6 +83,10 @@ def build_summary(
         "debtors_by_segment": planned["by_segment"] if planned else {},
         "contacts_by_channel": planned["by_channel"] if planned else {},
         "plan_file": planned["plan"] if planned else None,
+        "contacts_allowed": decided["contacts_allowed"] if decided else None,
+        "contacts_scheduled": decided["contacts_scheduled"] if decided else None,
+        "decisions_file": decided["decisions"] if decided else None,
+        "rules_version": decided["rules_version"] if decided else None,
         "sources": {
             name: {
                 k: st.get(k)
@@ -108,9 +112,11 @@ def write_summary(
     loaded: dict | None,
     aged: dict | None = None,
     planned: dict | None = None,
+    decided: dict | None = None,
 ) -> dict:
     as_of = date.fromisoformat(run["as_of"])
-    summary = build_summary(run, _stats(root, as_of, run, validated), loaded, aged, planned)
+    stats = _stats(root, as_of, run, validated)
+    summary = build_summary(run, stats, loaded, aged, planned, decided)
     key = summary_key(as_of)
     lake.write_json(root / key, summary)
     return {"key": key, "status": summary["status"], **{k: summary[k] for k in SUMMARY_FIELDS}}
@@ -127,6 +133,8 @@ def format_summary(summary: dict) -> str:
             f"quarantined {st['rows_quarantined']:>6}  as of {st['source_as_of']}"
         )
     for label in (
+        "contacts_allowed",
+        "contacts_scheduled",
         "debtors_by_bucket",
         "debtors_by_segment",
         "contacts_by_channel",

@@ -24,16 +24,11 @@ import json
 import logging
 import time
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import joblib
 import numpy as np
 import pandas as pd
-import sklearn
 import sqlalchemy as sa
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import brier_score_loss, roc_auc_score
-from threadpoolctl import threadpool_limits
 
 from dunning import lake
 from dunning.config import Config
@@ -46,6 +41,11 @@ from dunning.features import (
     overdue_at,
 )
 from dunning.schema import BEHAVIOUR_FEATURES
+
+# scikit-learn (and joblib) are imported where a model is trained or loaded, not here: importing
+# them takes seconds, which the daily score paid for nothing whenever it fell back to the rules.
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ def training_set(engine: sa.Engine, dates: list[date], horizon: int) -> pd.DataF
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
 
 
@@ -176,6 +178,8 @@ def best_single_feature(frame: pd.DataFrame, y: np.ndarray) -> tuple[str, float]
 
 
 def _metrics(y: np.ndarray, p: np.ndarray, frame: pd.DataFrame) -> dict:
+    from sklearn.metrics import brier_score_loss
+
     feature, feature_auc = best_single_feature(frame, y)
     rules = rules_probability(frame)
     return {
@@ -195,12 +199,16 @@ def _metrics(y: np.ndarray, p: np.ndarray, frame: pd.DataFrame) -> dict:
 
 
 def _model() -> HistGradientBoostingClassifier:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     return HistGradientBoostingClassifier(**MODEL_PARAMS)
 
 
 def _fit(rows: pd.DataFrame) -> HistGradientBoostingClassifier:
     """Small fits run on one thread: OpenMP threads spinning on a busy worker made them 3-30x
     slower (measured); large fits gain from every core."""
+    from threadpoolctl import threadpool_limits
+
     model = _model()
     if len(rows) >= PARALLEL_FIT_ROWS:
         return model.fit(rows[list(MODEL_FEATURES)], rows["label"])
@@ -235,6 +243,9 @@ def train(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict:
     ``cfg.risk.test_months`` of them are the test months, and only earlier dates whose labels were
     known by the first test date train the backtest model (no label from the test period leaks).
     """
+    import joblib
+    import sklearn
+
     started = time.perf_counter()
     horizon = cfg.risk.horizon_days
     dates = snapshot_dates(as_of, horizon, _first_history(engine))
@@ -357,6 +368,8 @@ def load_approved(root: Any) -> tuple[str, Any] | None:
     """The newest approved model as (version, estimator), or None when there is none usable."""
     try:
         pointer = lake.read_json(root / LATEST)
+        import joblib  # only when there is a model to load (see the imports at the top)
+
         with (root / pointer["model_key"]).open("rb") as fh:
             model = joblib.load(fh)
         if not hasattr(model, "predict_proba"):

@@ -233,16 +233,43 @@ def plan(run: dict, scored: dict) -> dict:
     return result
 
 
+@task(retry_policy=DATA_ERRORS)
+def comply(run: dict, planned: dict) -> dict:
+    """Every planned contact through the compliance gate: allowed, scheduled into the next
+    allowed window, or blocked with all its reasons; decisions to the lake and the ledger."""
+    from dunning import ledger
+    from dunning.compliance import comply_to_lake
+
+    with ledger.ledger(_ledger_url()) as engine:
+        result = comply_to_lake(
+            dconfig.load_config(), _as_of(run), lake_root(), engine, planned["plan"]
+        )
+    log.info(
+        "%s allowed, %s scheduled later today, %s blocked %s (rules %s)",
+        result["contacts_allowed"],
+        result["contacts_scheduled"],
+        result["contacts_blocked"],
+        result["contacts_suppressed"],
+        result["rules_version"],
+    )
+    return result
+
+
 @task(trigger_rule="all_done", retries=0)
 def summarize(
-    run: dict, validated: dict | None, loaded: dict | None, aged: dict | None, planned: dict | None
+    run: dict,
+    validated: dict | None,
+    loaded: dict | None,
+    aged: dict | None,
+    planned: dict | None,
+    decided: dict | None,
 ) -> dict:
     """Runs whatever happened upstream: a run stopped by a gate still gets its summary (with
     the reasons), then this task fails so the run shows as failed."""
     from dunning import lake, reports
 
     root = lake_root()
-    result = reports.write_summary(root, run, validated, loaded, aged, planned)
+    result = reports.write_summary(root, run, validated, loaded, aged, planned, decided)
     log.info("%s", reports.format_summary(lake.read_json(root / result["key"])))
     if result["status"] != "complete":
         raise RuntimeError(f"run {result['status']}; summary at {result['key']}")

@@ -1,0 +1,167 @@
+"""Message templates: where they live, how they render, and the content lint that checks them.
+
+Layout: ``<templates>/<channel>/<template>.<locale>.<part>`` where the parts a channel needs are
+``CHANNEL_PARTS`` (an email is an HTML and a plain-text body; the text body sets ``subject``).
+Shared layouts sit in ``_layouts/``.  The config names templates per strategy step; a name that
+has no file for a channel the step uses is a config error at load, not a failed send weeks later.
+
+Rendering is a sandboxed, autoescaping Jinja2 environment with strict undefined variables:
+debtor data is passed as data and can never run as template code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "include" / "templates"
+DEFAULT_LOCALE = "en"
+CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
+    "email": ("html", "txt"),
+    "sms": ("txt",),
+    "letter": ("html",),
+    "call": ("txt",),
+}
+# Channels whose every message must tell the debtor how to stop that channel (Reg F 1006.6(e),
+# CAN-SPAM, TCPA/CTIA STOP keyword).
+OPT_OUT_CHANNELS = ("email", "sms")
+# Channels that are "written or digital communications" for the California licence number.
+LICENCE_CHANNELS = ("email", "sms", "letter")
+
+
+def file_name(channel: str, template: str, locale: str, part: str) -> str:
+    return f"{channel}/{template}.{locale}.{part}"
+
+
+def locales(directory: Path, channel: str, template: str) -> list[str]:
+    """The locales that have at least one file of ``template`` for ``channel``."""
+    return sorted({f.name.split(".")[-2] for f in (directory / channel).glob(f"{template}.*.*")})
+
+
+def missing_parts(directory: Path, channel: str, template: str, locale: str) -> list[str]:
+    """The files a channel needs for ``template`` in ``locale`` that are not in ``directory``."""
+    return [
+        name
+        for part in CHANNEL_PARTS[channel]
+        if not (directory / (name := file_name(channel, template, locale, part))).is_file()
+    ]
+
+
+@lru_cache(maxsize=8)
+def environment(directory: Path) -> ImmutableSandboxedEnvironment:
+    """One sandboxed environment per template directory (Jinja caches compiled templates in it)."""
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(directory),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=False,
+        keep_trailing_newline=False,
+    )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One channel part, rendered: ``body`` and, for templates that set one, ``subject``."""
+
+    body: str
+    subject: str | None
+
+
+def render(
+    directory: Path, channel: str, template: str, locale: str, part: str, context: dict[str, Any]
+) -> Rendered:
+    """Render one part; ``TemplateNotFound`` names the file when the locale has none."""
+    tmpl = environment(directory).get_template(file_name(channel, template, locale, part))
+    module = tmpl.make_module(context)
+    subject = getattr(module, "subject", None)
+    return Rendered(body=str(module), subject=str(subject).strip() if subject else None)
+
+
+# --- content lint --------------------------------------------------------------------------------
+
+# Sentinels: the lint renders with these and checks they come out, so a template that drops the
+# opt-out link, the disclosure or the licence number fails by name, whatever its wording.
+_UNSUBSCRIBE = "https://lint.invalid/unsubscribe/UNSUBSCRIBE-SENTINEL"
+_DISCLOSURE = "DISCLOSURE-SENTINEL"
+_LICENCE = "LICENCE-SENTINEL"
+
+
+def sample_context(disclosure: str = "", licence: str = "") -> dict[str, Any]:
+    """A realistic context for previews and the lint (the waves stage builds the real one)."""
+    return {
+        "company": {"name": "Example Supplies Inc.", "email": "billing@example.com"},
+        "debtor": {"name": "Alex Example"},
+        "invoices": [
+            {"number": "INV-1001", "due_date": "Oct 1, 2026", "amount": "$1,200.00"},
+            {"number": "INV-1002", "due_date": "Oct 15, 2026", "amount": "$350.50"},
+        ],
+        "total": "$1,550.50",
+        "today": "Nov 23, 2026",
+        "pay_url": "https://pay.example.com/p/abc",
+        "dispute_url": "https://pay.example.com/p/abc#dispute",
+        "unsubscribe_url": _UNSUBSCRIBE,
+        "disclosure": disclosure,
+        "licence": licence,
+    }
+
+
+@dataclass(frozen=True)
+class LintProblem:
+    template: str
+    file: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"template {self.template!r} ({self.file}): {self.problem}"
+
+
+def lint(
+    directory: Path,
+    uses: dict[tuple[str, str], str],
+    *,
+    third_party: bool,
+    licence_required: bool,
+) -> list[LintProblem]:
+    """Content rules every message must meet, checked on each (channel, template) in ``uses``
+    (mapped to the config key that uses it) in every locale that has files.
+
+    - email and SMS carry an opt-out instruction: the unsubscribe link (email) or the STOP
+      keyword (SMS);
+    - a third-party collector's messages carry the debt-collector disclosure;
+    - a portfolio with California debtors shows the licence number on written and digital
+      messages.
+    """
+    problems: list[LintProblem] = []
+    context = sample_context(
+        disclosure=_DISCLOSURE if third_party else "", licence=_LICENCE if licence_required else ""
+    )
+    for (channel, template), _key in sorted(uses.items()):
+        for locale in locales(directory, channel, template):
+            for part in CHANNEL_PARTS[channel]:
+                name = file_name(channel, template, locale, part)
+                if not (directory / name).is_file():
+                    continue
+                try:
+                    text = render(directory, channel, template, locale, part, context).body
+                except TemplateNotFound as exc:
+                    problems.append(LintProblem(template, name, f"includes a missing file {exc}"))
+                    continue
+                except Exception as exc:  # a template error is a lint finding, with its message
+                    problems.append(LintProblem(template, name, f"does not render: {exc}"))
+                    continue
+                if channel == "email" and _UNSUBSCRIBE not in text:
+                    problems.append(LintProblem(template, name, "no unsubscribe link"))
+                if channel == "sms" and "STOP" not in text:
+                    problems.append(LintProblem(template, name, "no STOP opt-out instruction"))
+                if third_party and _DISCLOSURE not in text:
+                    problems.append(
+                        LintProblem(template, name, "no debt-collector disclosure (third_party)")
+                    )
+                if licence_required and channel in LICENCE_CHANNELS and _LICENCE not in text:
+                    problems.append(LintProblem(template, name, "no California licence number"))
+    return problems
