@@ -28,7 +28,7 @@ import json
 
 import pytest
 
-from dunning.compliance import what_if
+from dunning.compliance import REASONS, what_if
 
 # Catalogue cases not covered by C2 codes (skipped: no C2 input field or reason code expresses
 # them; "partial" ones have their C2-expressible half encoded under the same id prefix).
@@ -192,22 +192,7 @@ from dunning.compliance import what_if
 # - GDPR-03-T2   retention / purge
 # - GDPR-03-T3   retention / purge
 
-CODES = {
-    "BANKRUPTCY",
-    "CEASE_COMMUNICATION",
-    "DISPUTE_PENDING",
-    "CHANNEL_OPT_OUT",
-    "OUTSIDE_HOURS",
-    "DECEASED",
-    "ATTORNEY_REPRESENTED",
-    "BREATHING_SPACE",
-    "NO_CONSENT",
-    "EMPLOYER_EMAIL",
-    "INCONVENIENT_TIME",
-    "CALL_FREQUENCY",
-    "CONVERSATION_COOLDOWN",
-    "STATE_FREQUENCY",
-}
+CODES = set(REASONS)  # the fixed C2 vocabulary; every code is used by some case below
 
 CT = ["America/Chicago"]
 ET = ["America/New_York"]

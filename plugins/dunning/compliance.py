@@ -39,6 +39,7 @@ from dunning.ledger import (
     Snapshot,
     _bulk_insert,
 )
+from dunning.quality import isin
 from dunning.schema import CHANNELS
 
 RULES_VERSION = "2026.11.1"  # bump when the rules below change meaning
@@ -181,7 +182,7 @@ def _time_blocks(batch: Batch, at_ns: np.ndarray, policy: Policy) -> tuple[np.nd
         in_span = np.where(s <= e, (m >= s) & (m < e), (m >= s) | (m < e))
         on_day = (pairs["weekdays"].to_numpy() >> pairs["weekday"].to_numpy()) & 1 == 1
         np.logical_or.at(inconvenient, pairs["row"].to_numpy(), in_span & on_day)
-    timed = c["channel"].isin(TIMED_CHANNELS).to_numpy()
+    timed = isin(c["channel"], TIMED_CHANNELS).to_numpy()
     return outside & timed, inconvenient & timed
 
 
@@ -259,7 +260,7 @@ def _frequency(
                 "person": pd.factorize(c["person"])[0],
                 "day": day,
                 "call": (c["channel"] == "call").to_numpy(),
-                "call_sms": c["channel"].isin(("call", "sms")).to_numpy(),
+                "call_sms": isin(c["channel"], ("call", "sms")).to_numpy(),
             }
         )
         group = order.groupby(["person", "day"], sort=False)
@@ -651,7 +652,7 @@ DECISION_COLUMNS = (
 
 def _latest(events: pd.DataFrame, keys: list[str], mapping: dict[str, Any]) -> pd.DataFrame:
     """The newest event of ``mapping`` per ``keys`` (ties: the later row), mapped to its value."""
-    rows = events[events["event"].isin(mapping)]
+    rows = events[isin(events["event"], mapping)]
     rows = rows.sort_values(["effective_date", "_seq"]).drop_duplicates(keys, keep="last")
     return rows.assign(value=rows["event"].map(mapping))
 
@@ -690,22 +691,22 @@ def compliance_state(
         )
         by_consent = consent.set_index("debtor_id")["value"].reindex(state.index)
         state[f"consent_{ch}"] = by_consent.fillna(fallback).astype(bool)
-    disputes = events[events["event"].isin(DISPUTE_EVENTS)]
+    disputes = events[isin(events["event"], DISPUTE_EVENTS)]
     invoice = disputes["detail"].fillna("").str.extract(r'"invoice_id"\s*:\s*"([^"]+)"')[0]
     disputes = disputes.assign(invoice=invoice.fillna(""))
     latest = _latest(disputes, ["debtor_id", "invoice"], DISPUTE_EVENTS)
     pending = latest[latest["value"] == "pending"]
     account = pending[pending["invoice"] == ""]["debtor_id"]
-    on_open = pending[pending["invoice"].isin(open_invoices)]
-    whole = (
-        state["country"].reindex(on_open["debtor_id"]).isin(policy.whole_debtor_dispute_countries)
+    on_open = pending[isin(pending["invoice"], open_invoices)]
+    whole = isin(
+        state["country"].reindex(on_open["debtor_id"]), policy.whole_debtor_dispute_countries
     )
     blocking = set(account) | set(on_open["debtor_id"][whole.to_numpy()])
     resolved = set(latest[latest["value"] == "resolved"]["debtor_id"])
     state["dispute"] = np.where(
-        state.index.isin(list(blocking)),
+        isin(state.index.to_series(), blocking).to_numpy(),
         "pending",
-        np.where(state.index.isin(list(resolved)), "resolved", "none"),
+        np.where(isin(state.index.to_series(), resolved).to_numpy(), "resolved", "none"),
     )
     windows = events[events["event"] == "inconvenient_time"]
     state.attrs["windows"] = _event_windows(windows)
@@ -761,7 +762,7 @@ def batch_from_plan(
         .explode("tz")
     )
     zones["order"] = zones.groupby("row").cumcount()
-    zones = zones[zones["tz"].isin(_zones())].reset_index(drop=True)
+    zones = zones[isin(zones["tz"], _zones())].reset_index(drop=True)
     windows = state.attrs.get("windows", pd.DataFrame(columns=["debtor_id"]))
     windows = (
         pd.DataFrame({"row": np.arange(len(plan)), "debtor_id": plan["debtor_id"].to_numpy()})
@@ -836,7 +837,7 @@ def _ledger_inputs(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.Series, str]:
     """What the gate reads: debtors, events effective by ``as_of``, the last eight days of
     attempts (the longest window is seven local days; a day more covers every zone), the
-    invoices open today and the ids of today's snapshots."""
+    invoices open today of debtors who ever disputed one, and the ids of today's snapshots."""
     d, ev, ca, inv, snap = (
         t.__table__.c for t in (Debtor, ComplianceEvent, ContactAttempt, InvoiceSnapshot, Snapshot)
     )
@@ -862,6 +863,11 @@ def _ledger_inputs(
         conn,
     )
     history["at"] = pd.to_datetime(history["at"], utc=True)
-    open_ids = pd.read_sql(sa.select(inv.invoice_id).where(inv.as_of == as_of), conn)["invoice_id"]
+    disputing = sa.select(ev.debtor_id).where(
+        ev.event == "dispute_opened", ev.effective_date <= as_of
+    )
+    open_ids = pd.read_sql(
+        sa.select(inv.invoice_id).where(inv.as_of == as_of, inv.debtor_id.in_(disputing)), conn
+    )["invoice_id"]
     ids = conn.execute(sa.select(snap.id).where(snap.as_of == as_of).order_by(snap.id)).scalars()
     return debtors, events, history, open_ids, ",".join(str(i) for i in ids)

@@ -7,6 +7,7 @@ so XCom stays small and a retried task reads exactly what its upstream wrote.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -200,16 +201,20 @@ def age(run: dict, validated: dict, loaded: dict) -> dict:
         return aging_to_lake(dconfig.load_config(), _as_of(run), lake_root(), validated, engine)
 
 
+def _stage(stage: Callable[..., dict], run: dict, key: str) -> dict:
+    """A ledger-and-lake stage as every daily task calls it: config, date, lake, ledger, input."""
+    from dunning import ledger
+
+    with ledger.ledger(_ledger_url()) as engine:
+        return stage(dconfig.load_config(), _as_of(run), lake_root(), engine, key)
+
+
 @task(retry_policy=DATA_ERRORS)
 def score(run: dict, aged: dict, history: dict) -> dict:
     """Behaviour features and the newest approved risk model (rules when there is none)."""
-    from dunning import ledger
     from dunning.planning import score_to_lake
 
-    with ledger.ledger(_ledger_url()) as engine:
-        result = score_to_lake(
-            dconfig.load_config(), _as_of(run), lake_root(), engine, aged["debtor_view"]
-        )
+    result = _stage(score_to_lake, run, aged["debtor_view"])
     log.info("Scored %s debtors by %s", result["debtors"], result["score_source"])
     return result
 
@@ -217,13 +222,9 @@ def score(run: dict, aged: dict, history: dict) -> dict:
 @task(retry_policy=DATA_ERRORS)
 def plan(run: dict, scored: dict) -> dict:
     """Segments and the contacts due today, written to the lake for the compliance step."""
-    from dunning import ledger
     from dunning.planning import plan_to_lake
 
-    with ledger.ledger(_ledger_url()) as engine:
-        result = plan_to_lake(
-            dconfig.load_config(), _as_of(run), lake_root(), engine, scored["scored_view"]
-        )
+    result = _stage(plan_to_lake, run, scored["scored_view"])
     log.info(
         "%s debtors due, %s contacts planned; segments %s",
         result["debtors_due"],
@@ -237,13 +238,9 @@ def plan(run: dict, scored: dict) -> dict:
 def comply(run: dict, planned: dict) -> dict:
     """Every planned contact through the compliance gate: allowed, scheduled into the next
     allowed window, or blocked with all its reasons; decisions to the lake and the ledger."""
-    from dunning import ledger
     from dunning.compliance import comply_to_lake
 
-    with ledger.ledger(_ledger_url()) as engine:
-        result = comply_to_lake(
-            dconfig.load_config(), _as_of(run), lake_root(), engine, planned["plan"]
-        )
+    result = _stage(comply_to_lake, run, planned["plan"])
     log.info(
         "%s allowed, %s scheduled later today, %s blocked %s (rules %s)",
         result["contacts_allowed"],
