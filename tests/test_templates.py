@@ -120,3 +120,16 @@ def test_the_email_subject_comes_from_the_text_part():
     rendered = render(REPO_TEMPLATES, "email", "final_notice", "en", "txt", sample_context())
     assert rendered.subject == "Final notice: $1,550.50 overdue"
     assert "Final notice" not in rendered.body.splitlines()[0]
+
+
+def test_a_lint_failure_stops_the_dag_at_parse_time_with_the_template_name(tmp_path, monkeypatch):
+    from dunning.airflow import tasks
+
+    templates = copy_templates(tmp_path)
+    sms = templates / "sms" / "reminder_firm.en.txt"
+    sms.write_text(sms.read_text(encoding="utf-8").replace("Reply STOP to opt out.", ""), "utf-8")
+    monkeypatch.setenv("DUNNING_CONFIG", str(write_config(tmp_path, templates="templates")))
+    with pytest.raises(
+        ConfigError, match=r"template 'reminder_firm' \(sms/reminder_firm\.en\.txt\)"
+    ):
+        tasks.daily_schedule()  # what dags/dunning_daily.py calls when it is parsed

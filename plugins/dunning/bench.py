@@ -34,7 +34,7 @@ STAGES = (
 TARGETS = {  # the issues' budgets at size 1M, per group of stages
     "extract+validate": (("extract", "validate"), 30),
     "segment+plan": (("age", "score", "plan"), 20),
-    "comply 1M x 5M": (("comply_engine",), 30),
+    "comply N x 5N": (("comply_engine",), 30),
 }
 HISTORY_PER_CONTACT = 5  # comply_engine: "1M planned contacts with 5M history rows"
 AS_OF = date(2026, 11, 23)
