@@ -182,3 +182,43 @@ def test_mostly_bad_export_keeps_the_previous_history(tmp_path, engine):
     assert not manifest.exists()  # dropped before the reload began: features read the ledger
     q = lake.read_parquet(root / "quarantine/as_of=2026-11-23/history.parquet")
     assert (q["source_file"] == "invoice_history.csv").sum() >= 3
+
+
+def test_compliance_events_can_come_from_a_database_query(tmp_path, engine):
+    import yaml
+
+    cfg_path = write_portfolio(tmp_path / "p")
+    crm = sa.create_engine(f"sqlite:///{tmp_path / 'p' / 'crm.sqlite'}")
+    with crm.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE compliance_events (debtor_id TEXT, event TEXT, channel TEXT, "
+                "effective_date TEXT, detail TEXT)"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO compliance_events VALUES (:d, :e, :c, :t, NULL)"),
+            [
+                {"d": "D1", "e": "cease_communication", "c": None, "t": "2026-03-01"},
+                {"d": "D2", "e": "opt_out", "c": None, "t": "2026-03-02"},  # which channel?
+                {"d": "D2", "e": "consent", "c": "sms", "t": "2027-01-01"},  # after as_of
+            ],
+        )
+    crm.dispose()
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["history"]["compliance_events"] = {
+        "url": "sqlite:///crm.sqlite",  # relative to the config file
+        "query": "compliance_events.sql",
+    }
+    cfg_path.write_text(yaml.safe_dump(raw))
+    root = UPath(tmp_path / "lake")
+    result = history.load_history(load_config(cfg_path), engine, root, AS_OF)
+
+    assert result["read"]["compliance_events"] == 2  # the query's :as_of left out 2027
+    assert result["loaded"]["compliance_events"] == 1
+    q = lake.read_parquet(root / result["quarantine"])
+    got = set(zip(q["source_file"], q["source_row"], q["field"], q["reason"], strict=True))
+    assert ("compliance_events.sql", 2, "channel", "MISSING_FIELD") in got
+    with engine.connect() as conn:
+        events = conn.execute(sa.select(ledger.ComplianceEvent.event)).scalars().all()
+    assert events == ["cease_communication"]

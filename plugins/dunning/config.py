@@ -141,13 +141,22 @@ class Aging(_Strict):
         return ["current", *inner, f"{self.buckets[-1]}+"]
 
 
-class History(_Strict):
-    """Clean exports of the AR system's past: the ledger history features and the model learn from."""
+class HistoryQuery(_Strict):
+    """A history dataset read from a database instead of a file (e.g. the compliance events a
+    case-management system keeps): a named query in include/sql/, bound with :as_of."""
 
-    invoices: Path | None = None
-    payments: Path | None = None
-    contacts: Path | None = None
-    compliance_events: Path | None = None
+    url: str  # SQLAlchemy URL (a relative sqlite:/// path is relative to the config file)
+    query: str
+
+
+class History(_Strict):
+    """Clean exports of the AR system's past: the ledger history features and the model learn
+    from.  Each is a CSV file (path) or a query."""
+
+    invoices: Path | HistoryQuery | None = None
+    payments: Path | HistoryQuery | None = None
+    contacts: Path | HistoryQuery | None = None
+    compliance_events: Path | HistoryQuery | None = None
 
 
 class Risk(_Strict):

@@ -22,14 +22,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from dunning import features, lake, ledger, quality
 from dunning.compliance import CONSENT_EVENTS, KNOWN_EVENTS, OPT_OUT_EVENTS
-from dunning.config import Config, FileSource, NumberFormat
+from dunning.config import Config, FileSource, HistoryQuery, NumberFormat
 from dunning.schema import CHANNELS, FORMULA_PATTERN, SOURCE_COLUMNS
-from dunning.sources import SourceError, _read_csv_text
+from dunning.sources import SourceError, _read_csv_text, read_sql_file
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
     seconds: dict[str, float] = {}
     quarantines: list[pd.DataFrame] = []
     mirror: list[features.MirrorPart] = []  # the features' lake mirror, written after commit
+    origins: dict[str, str] = {}  # dataset -> file or query, for gate messages
     features.drop_mirror(root, as_of)
     # One transaction for every table: readers see the old history or the new, never a mix.
     # Each export is validated and inserted in turn, so only one is in memory at a time.
@@ -109,8 +111,13 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
             if rel is None:
                 continue
             started = time.perf_counter()
-            path = cfg.resolve(Path(rel))
-            frame, malformed = _read(dataset, path, columns)
+            if isinstance(rel, HistoryQuery):
+                path = Path(rel.query)
+                frame, malformed = _read_query(dataset, cfg, rel, columns, as_of), []
+            else:
+                path = cfg.resolve(Path(rel))
+                frame, malformed = _read(dataset, path, columns)
+            origins[dataset] = str(path)
             clean, issues = CHECKS[dataset](frame, cfg, as_of)
             q = pd.concat(
                 [issues.records(), _malformed(dataset, path, malformed)], ignore_index=True
@@ -154,7 +161,7 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
         failures = [
             {
                 "source": f"history_{name}",
-                "file": str(cfg.resolve(Path(getattr(cfg.history, name)))),
+                "file": origins[name],
                 "gate": "QUARANTINE_SHARE",
                 "message": f"{quarantined[name]} of {read[name]} rows quarantined, above the "
                 f"configured share {share:.0%}; history tables left as they were",
@@ -183,6 +190,36 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
 
 
 # --- reading ---------------------------------------------------------------------------------
+
+
+def _read_query(
+    dataset: str, cfg: Config, spec: HistoryQuery, columns: tuple[str, ...], as_of: date
+) -> pd.DataFrame:
+    """A history dataset from a database, as text cells so the same checks apply; the row
+    number in the quarantine is the result row (1-based)."""
+    label = f"{spec.query}: history {dataset}"
+    engine = sa.create_engine(cfg.resolve_sqlite(spec.url))
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql(
+                sa.text(read_sql_file(spec.query)),
+                conn,
+                params={"as_of": as_of.isoformat()},
+                dtype="str",
+            )
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        cause = exc.__cause__ or exc
+        raise SourceError(f"{label}: query failed: {str(cause).splitlines()[0]}") from exc
+    finally:
+        engine.dispose()
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SourceError(f"{label}: query returns no column(s) {missing}")
+    frame = frame[list(columns)].fillna("").astype("str")
+    frame["source"] = f"history_{dataset}"
+    frame["source_file"] = spec.query
+    frame["source_row"] = np.arange(1, len(frame) + 1, dtype="int64")
+    return frame
 
 
 def _read(dataset: str, path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, list[dict]]:
