@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from dunning import services
+from dunning import ledger, services
 from dunning.services import Service
 
 
@@ -88,3 +89,19 @@ def pg_url(postgres_server: Service) -> Iterator[str]:
     url = services.create_database(postgres_server, name)
     yield url
     services.drop_database(postgres_server, name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty ledger database, once on SQLite and once on PostgreSQL (not migrated)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def ledger_engine(ledger_url: str) -> Iterator[sa.Engine]:
+    """A migrated ledger on each backend."""
+    ledger.migrate(ledger_url)
+    with ledger.ledger(ledger_url) as engine:
+        yield engine

@@ -57,60 +57,55 @@ def contact(contact_id, at, channel, outcome="delivered", debtor="D1"):
     }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def engine(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    ledger.migrate(url)
-    with ledger.ledger(url) as eng:
-        with eng.begin() as conn:
-            conn.execute(
-                sa.insert(ledger.InvoiceHistory),
-                [
-                    inv("I1", "2026-01-01", "2026-01-31", "2026-02-10", 10000),  # 10 days late
-                    inv("I2", "2026-02-01", "2026-03-03", "2026-04-01", 20000),  # 29 days late
-                    inv("I3", "2026-04-01", "2026-05-01", None, 30000),  # open
-                    inv("I4", "2026-05-01", "2026-05-31", "2026-07-15", 10000),  # paid after as_of
-                    inv("CN", "2026-05-02", "2026-05-02", None, -5000, doc_type="credit_note"),
-                ],
-            )
-            conn.execute(
-                sa.insert(ledger.Payment),
-                [
-                    pay("P1", "2026-02-10", 10000),  # = I1: a full payment
-                    pay("P2", "2026-04-01", 5000),  # part payments
-                    pay("P3", "2026-04-05", 15000),
-                    pay("P4", "2026-07-15", 10000),  # after as_of
-                ],
-            )
-            conn.execute(
-                sa.insert(ledger.ContactAttempt),
-                [
-                    contact("C1", "2026-02-05T09:00:00", "email"),  # paid 5 days later
-                    contact("C2", "2026-03-10T09:00:00", "sms"),  # no payment within 7 days
-                    contact("C3", "2026-05-20T15:00:00", "call", "promise_to_pay"),  # broken
-                ],
-            )
-            conn.execute(
-                sa.insert(ledger.ComplianceEvent),
-                [
-                    {
-                        "debtor_id": "D1",
-                        "event": "dispute_opened",
-                        "effective_date": date(2026, 3, 1),
-                    },
-                    {
-                        "debtor_id": "D1",
-                        "event": "dispute_opened",
-                        "effective_date": date(2026, 7, 1),
-                    },
-                    {"debtor_id": "D1", "event": "opt_out", "effective_date": date(2026, 3, 2)},
-                ],
-            )
-        yield eng
+@pytest.fixture
+def engine(ledger_engine):
+    """A migrated ledger (SQLite and PostgreSQL) with one hand-computable debtor's history."""
+    eng = ledger_engine
+    with eng.begin() as conn:
+        conn.execute(
+            sa.insert(ledger.InvoiceHistory),
+            [
+                inv("I1", "2026-01-01", "2026-01-31", "2026-02-10", 10000),  # 10 days late
+                inv("I2", "2026-02-01", "2026-03-03", "2026-04-01", 20000),  # 29 days late
+                inv("I3", "2026-04-01", "2026-05-01", None, 30000),  # open
+                inv("I4", "2026-05-01", "2026-05-31", "2026-07-15", 10000),  # paid after as_of
+                inv("CN", "2026-05-02", "2026-05-02", None, -5000, doc_type="credit_note"),
+            ],
+        )
+        conn.execute(
+            sa.insert(ledger.Payment),
+            [
+                pay("P1", "2026-02-10", 10000),  # = I1: a full payment
+                pay("P2", "2026-04-01", 5000),  # part payments
+                pay("P3", "2026-04-05", 15000),
+                pay("P4", "2026-07-15", 10000),  # after as_of
+            ],
+        )
+        conn.execute(
+            sa.insert(ledger.ContactAttempt),
+            [
+                contact("C1", "2026-02-05T09:00:00", "email"),  # paid 5 days later
+                contact("C2", "2026-03-10T09:00:00", "sms"),  # no payment within 7 days
+                contact("C3", "2026-05-20T15:00:00", "call", "promise_to_pay"),  # broken
+            ],
+        )
+        conn.execute(
+            sa.insert(ledger.ComplianceEvent),
+            [
+                {
+                    "debtor_id": "D1",
+                    "event": "dispute_opened",
+                    "effective_date": date(2026, 3, 1),
+                },
+                {
+                    "debtor_id": "D1",
+                    "event": "dispute_opened",
+                    "effective_date": date(2026, 7, 1),
+                },
+                {"debtor_id": "D1", "event": "opt_out", "effective_date": date(2026, 3, 2)},
+            ],
+        )
+    return eng
 
 
 def test_hand_computed_debtor(engine):

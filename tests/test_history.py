@@ -69,16 +69,9 @@ def write_portfolio(folder: Path, invoices: str = INVOICES) -> Path:
     return folder / "config.yaml"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def engine(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    ledger.migrate(url)
-    with ledger.ledger(url) as eng:
-        yield eng
+@pytest.fixture
+def engine(ledger_engine):
+    return ledger_engine
 
 
 def count(engine, table) -> int:

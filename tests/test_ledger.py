@@ -14,13 +14,6 @@ from dunning.sources import extract_to_lake
 from tests.factories import customer, invoice, write_portfolio
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def ledger_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    return request.getfixturevalue("pg_url")
-
-
 def load_day(tmp_path, url, as_of, rows, customers=None):
     folder = tmp_path / as_of.isoformat()
     cfg = load_config(

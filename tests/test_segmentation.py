@@ -242,15 +242,10 @@ def test_no_open_items_gives_an_empty_view_with_the_columns():
 # --- bucket history in the ledger ----------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def ledger_url(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    ledger.migrate(url)
-    return url
+@pytest.fixture
+def migrated_url(ledger_url):
+    ledger.migrate(ledger_url)
+    return ledger_url
 
 
 def saved(engine: sa.Engine) -> list[tuple]:
@@ -259,10 +254,10 @@ def saved(engine: sa.Engine) -> list[tuple]:
         return [tuple(r) for r in conn.execute(query)]
 
 
-def test_save_debtor_buckets_replaces_the_day(ledger_url):
+def test_save_debtor_buckets_replaces_the_day(migrated_url):
     view = view_of([item("A", 40, 1_000), item("B", -3, 200)], [debtor("A"), debtor("B")])
     day1, day2 = AS_OF - timedelta(days=1), AS_OF
-    with ledger.ledger(ledger_url) as engine:
+    with ledger.ledger(migrated_url) as engine:
         assert ledger.save_debtor_buckets(engine, day1, bucket_history(view, day1)) == 2
         assert ledger.save_debtor_buckets(engine, day2, bucket_history(view, day2)) == 2
         first = saved(engine)
