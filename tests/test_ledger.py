@@ -135,7 +135,7 @@ def test_postgres_copy_keeps_awkward_text_exact(pg_url):
         }
     )
     with ledger.ledger(pg_url) as engine, engine.begin() as conn:
-        ledger._bulk_insert(conn, ledger.QuarantinedRow.__table__, frame)
+        ledger.bulk_insert(conn, ledger.QuarantinedRow.__table__, frame)
     with ledger.ledger(pg_url) as engine, engine.connect() as conn:
         got = conn.execute(
             sa.select(ledger.QuarantinedRow.value, ledger.QuarantinedRow.raw).order_by(

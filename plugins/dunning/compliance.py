@@ -37,7 +37,7 @@ from dunning.ledger import (
     Debtor,
     InvoiceSnapshot,
     Snapshot,
-    _bulk_insert,
+    bulk_insert,
 )
 from dunning.quality import isin
 from dunning.schema import CHANNELS
@@ -659,8 +659,9 @@ def _latest(events: pd.DataFrame, keys: list[str], mapping: dict[str, Any]) -> p
 
 def compliance_state(
     debtors: pd.DataFrame, events: pd.DataFrame, policy: Policy, open_invoices: pd.Series
-) -> pd.DataFrame:
-    """Per debtor, the state that decides contact: flags, dispute, opt-outs and consents.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per debtor, the state that decides contact (flags, dispute, opt-outs, consents), and the
+    designated inconvenient windows (debtor_id, weekdays, start, end).
 
     ``debtors``: the ledger's debtor rows.  ``events``: compliance events effective on or before
     the business date (so a backfill sees the state as of its date).  ``open_invoices``: invoice
@@ -668,56 +669,51 @@ def compliance_state(
     ``policy.whole_debtor_dispute_countries`` says so (UK-06), otherwise the disputed invoice is
     simply left out of the message.
     """
-    state = debtors.set_index("debtor_id")[
-        ["kind", "country", "region", "city", "timezones", "employer_email"]
-    ].copy()
+    master = debtors.set_index("debtor_id")
+    state = master[["kind", "country", "region", "city", "timezones", "employer_email"]].copy()
     events = events.assign(_seq=np.arange(len(events)))
+
+    def latest(rows: pd.DataFrame, mapping: dict[str, Any]) -> pd.Series:
+        return _latest(rows, ["debtor_id"], mapping).set_index("debtor_id")["value"]
+
     for flag, mapping in STATE_EVENTS.items():
-        latest = _latest(events, ["debtor_id"], mapping).set_index("debtor_id")["value"]
-        state[flag] = latest.reindex(state.index).fillna(False).astype(bool)
-    master_out = debtors.set_index("debtor_id")["opted_out"].fillna("")
+        state[flag] = latest(events, mapping).reindex(state.index).fillna(False).astype(bool)
+    opted_out = "|" + master["opted_out"].fillna("") + "|"
     for ch in CHANNELS:
-        latest = _latest(events[events["channel"] == ch], ["debtor_id"], OPT_OUT_EVENTS)
-        by_event = latest.set_index("debtor_id")["value"].reindex(state.index)
-        padded = "|" + master_out.reindex(state.index).fillna("") + "|"
-        in_master = padded.str.contains(f"|{ch}|", regex=False)
-        state[f"opt_out_{ch}"] = by_event.fillna(False).astype(bool) | in_master
-        consent = _latest(events[events["channel"] == ch], ["debtor_id"], CONSENT_EVENTS)
-        master = debtors.set_index("debtor_id").get(f"consent_{ch}")
-        fallback = (
-            master.reindex(state.index).fillna(False).astype(bool)
-            if master is not None
-            else pd.Series(False, index=state.index)
+        about = events[events["channel"] == ch]
+        by_event = latest(about, OPT_OUT_EVENTS).reindex(state.index).fillna(False)
+        state[f"opt_out_{ch}"] = by_event.astype(bool) | opted_out.str.contains(
+            f"|{ch}|", regex=False
         )
-        by_consent = consent.set_index("debtor_id")["value"].reindex(state.index)
-        state[f"consent_{ch}"] = by_consent.fillna(fallback).astype(bool)
+        given = master.get(f"consent_{ch}", pd.Series(False, index=state.index))
+        by_consent = latest(about, CONSENT_EVENTS).reindex(state.index)
+        state[f"consent_{ch}"] = by_consent.fillna(given.fillna(False)).astype(bool)
     disputes = events[isin(events["event"], DISPUTE_EVENTS)]
     invoice = disputes["detail"].fillna("").str.extract(r'"invoice_id"\s*:\s*"([^"]+)"')[0]
     disputes = disputes.assign(invoice=invoice.fillna(""))
-    latest = _latest(disputes, ["debtor_id", "invoice"], DISPUTE_EVENTS)
-    pending = latest[latest["value"] == "pending"]
-    account = pending[pending["invoice"] == ""]["debtor_id"]
+    last = _latest(disputes, ["debtor_id", "invoice"], DISPUTE_EVENTS)
+    pending = last[last["value"] == "pending"]
     on_open = pending[isin(pending["invoice"], open_invoices)]
     whole = isin(
         state["country"].reindex(on_open["debtor_id"]), policy.whole_debtor_dispute_countries
     )
-    blocking = set(account) | set(on_open["debtor_id"][whole.to_numpy()])
-    resolved = set(latest[latest["value"] == "resolved"]["debtor_id"])
+    blocking = set(pending[pending["invoice"] == ""]["debtor_id"])
+    blocking |= set(on_open["debtor_id"][whole.to_numpy()])
+    resolved = set(last[last["value"] == "resolved"]["debtor_id"])
+    ids = state.index.to_series()
     state["dispute"] = np.where(
-        isin(state.index.to_series(), blocking).to_numpy(),
+        isin(ids, blocking).to_numpy(),
         "pending",
-        np.where(isin(state.index.to_series(), resolved).to_numpy(), "resolved", "none"),
+        np.where(isin(ids, resolved).to_numpy(), "resolved", "none"),
     )
-    windows = events[events["event"] == "inconvenient_time"]
-    state.attrs["windows"] = _event_windows(windows)
-    return state
+    return state, _event_windows(events[events["event"] == "inconvenient_time"])
 
 
 def _event_windows(events: pd.DataFrame) -> pd.DataFrame:
     """Designated inconvenient times from the events' JSON detail (validated at history load)."""
     detail = events["detail"].fillna("")
     days = detail.str.extract(r'"weekdays"\s*:\s*\[([0-9,\s]*)\]')[0].fillna("0,1,2,3,4,5,6")
-    mask = days.str.split(",").apply(lambda ds: sum(1 << int(d) for d in ds if d.strip()))
+    mask = sum(days.str.contains(str(d), regex=False).astype("int64") * (1 << d) for d in range(7))
     start = detail.str.extract(r'"start"\s*:\s*"(\d\d):(\d\d)"').astype(float)
     end = detail.str.extract(r'"end"\s*:\s*"(\d\d):(\d\d)"').astype(float)
     frame = pd.DataFrame(
@@ -734,6 +730,7 @@ def _event_windows(events: pd.DataFrame) -> pd.DataFrame:
 def batch_from_plan(
     plan: pd.DataFrame,
     state: pd.DataFrame,
+    windows: pd.DataFrame,
     history: pd.DataFrame,
     at: pd.Timestamp,
     third_party: bool,
@@ -763,7 +760,6 @@ def batch_from_plan(
     )
     zones["order"] = zones.groupby("row").cumcount()
     zones = zones[isin(zones["tz"], _zones())].reset_index(drop=True)
-    windows = state.attrs.get("windows", pd.DataFrame(columns=["debtor_id"]))
     windows = (
         pd.DataFrame({"row": np.arange(len(plan)), "debtor_id": plan["debtor_id"].to_numpy()})
         .merge(windows, on="debtor_id")
@@ -784,10 +780,11 @@ def comply_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, plan_
     policy = cfg.compliance
     with engine.connect() as conn:
         debtors, events, history, open_ids, snapshot_ids = _ledger_inputs(conn, as_of)
-    state = compliance_state(debtors, events, policy, open_ids)
+    state, windows = compliance_state(debtors, events, policy, open_ids)
     local = datetime.combine(as_of, time.fromisoformat(policy.send_time))
     at = pd.Timestamp(local, tz=cfg.schedule.timezone).tz_convert("UTC")
-    batch = batch_from_plan(plan, state, history, at, cfg.portfolio.collector == "third_party")
+    third_party = cfg.portfolio.collector == "third_party"
+    batch = batch_from_plan(plan, state, windows, history, at, third_party)
     decided = evaluate(batch, policy, in_batch=True)
     status = np.where(
         decided["allowed"],
@@ -815,7 +812,7 @@ def comply_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, plan_
     with engine.begin() as conn:
         table = ContactDecision.__table__
         conn.execute(table.delete().where(table.c.as_of == as_of))
-        _bulk_insert(conn, table, decisions[list(DECISION_COLUMNS)])
+        bulk_insert(conn, table, decisions[list(DECISION_COLUMNS)])
     blocked = status == "blocked"
     suppressed = {
         code: int((decided[code].to_numpy() & blocked).sum())

@@ -476,6 +476,6 @@ def _replace_table(conn: sa.Connection, dataset: str, frame: pd.DataFrame) -> No
             text = text + "+00:00"
         rows = rows.assign(at=text)
     for start in range(0, len(rows), LOAD_CHUNK):
-        ledger._bulk_insert(conn, table, rows.iloc[start : start + LOAD_CHUNK])
+        ledger.bulk_insert(conn, table, rows.iloc[start : start + LOAD_CHUNK])
     for index in table.indexes:
         index.create(conn)

@@ -284,9 +284,9 @@ def load_snapshot(
         for table in (InvoiceSnapshot, QuarantinedRow, Snapshot):
             conn.execute(sa.delete(table).where(table.as_of == as_of, table.source.in_(sources)))
         inv = invoices.assign(as_of=as_of)
-        _bulk_insert(conn, InvoiceSnapshot.__table__, inv[INVOICE_COLUMNS])
+        bulk_insert(conn, InvoiceSnapshot.__table__, inv[INVOICE_COLUMNS])
         q = quarantine.assign(as_of=as_of)
-        _bulk_insert(conn, QuarantinedRow.__table__, q[QUARANTINE_COLUMNS])
+        bulk_insert(conn, QuarantinedRow.__table__, q[QUARANTINE_COLUMNS])
         if len(debtors):
             _upsert_debtors(conn, debtors, as_of)
         now = datetime.now(UTC)
@@ -329,7 +329,7 @@ def _upsert_debtors(conn: sa.Connection, debtors: pd.DataFrame, as_of: date) -> 
         '"first_seen_as_of" = CASE WHEN excluded."first_seen_as_of" < "debtors"."first_seen_as_of"'
         ' THEN excluded."first_seen_as_of" ELSE "debtors"."first_seen_as_of" END'
     )
-    _bulk_insert(
+    bulk_insert(
         conn,
         Debtor.__table__,
         frame,
@@ -349,7 +349,7 @@ def _sql_values(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def _bulk_insert(
+def bulk_insert(
     conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, on_conflict: str = ""
 ) -> None:
     """Bulk insert (``on_conflict``: an ON CONFLICT clause for upserts) at driver speed.
@@ -445,5 +445,5 @@ def save_debtor_buckets(engine: sa.Engine, as_of: date, buckets: pd.DataFrame) -
         raise ValueError(f"save_debtor_buckets({as_of}): rows of another as_of in the frame")
     with engine.begin() as conn:
         conn.execute(sa.delete(DebtorBucket).where(DebtorBucket.as_of == as_of))
-        _bulk_insert(conn, DebtorBucket.__table__, buckets.assign(as_of=as_of)[columns])
+        bulk_insert(conn, DebtorBucket.__table__, buckets.assign(as_of=as_of)[columns])
     return len(buckets)
