@@ -19,12 +19,23 @@ One run is one **business date** (`as_of`). Today it:
    frequency caps). A contact held back only by the clock is scheduled into the next allowed
    window; the others are blocked with every reason (`decisions/as_of=…/decisions.parquet` and
    the ledger's `contact_decisions`, with the rule-set version and snapshot ids);
-8. **summarize** into `reports/as_of=…/summary.json` (contract C3) -- also when a gate stopped
+8. **collect_feedback** first brings in bounces, unsubscribes and STOP replies, so the gate
+   already respects them;
+9. **prepare_wave** renders one message per debtor and channel (en/fr/ar, money and dates per
+   locale, disputed invoices left out) and publishes each debtor's payment page;
+10. **send_email / send_sms / send_letters / queue_calls** ask the gate again at the real clock
+   and send exactly once (ledger `messages`: claimed before the provider call, confirmed after;
+   a crash leaves `unknown` for review, never a resend). Letters are one PDF for the print
+   vendor, calls a dialer queue file, both in the outbox. Pools `dunning_smtp`, `dunning_sms`,
+   `dunning_files` throttle the providers;
+11. **summarize** into `reports/as_of=…/summary.json` (contract C3) -- also when a gate stopped
    the run, with the reasons.
 
 **Params**: leave *as_of* empty for the scheduled date; a past date is a backfill. *sources*
 limits the run to some sources. *accept_gates* accepts a known jump for this run only.
-*dry_run* records that nothing may be sent.
+*dry_run* renders previews and
+sends nothing; a past date (backfill) does the same unless *force_send* is ticked with a
+*force_reason*, which is recorded on every message.
 
 Config, ledger and lake come from `DUNNING_CONFIG`, `DUNNING_LEDGER_URL`, `DUNNING_LAKE`.
 """
@@ -70,7 +81,21 @@ from dunning.airflow.risk_tasks import load_history
             False,
             type="boolean",
             title="Dry run",
-            description_md="Compute and report everything, send nothing.",
+            description_md="Compute and report everything, render every message as a preview "
+            "in the lake (`previews/as_of=…/`), send nothing.",
+        ),
+        "force_send": Param(
+            False,
+            type="boolean",
+            title="Send although the date is past",
+            description_md="A backfill (or a run started after its day) sends nothing. Tick "
+            "this only to deliver a past day's wave on purpose; it needs a reason.",
+        ),
+        "force_reason": Param(
+            "",
+            type="string",
+            title="Why send for a past date",
+            description_md="Recorded on every message this run sends and in the summary.",
         ),
     },
     tags=["dunning", "collections", "daily"],
@@ -84,9 +109,26 @@ def dunning_daily() -> None:
     aged = t.age(run=run, validated=validated, loaded=loaded)
     scored = t.score(run=run, aged=aged, history=load_history(run=run))
     planned = t.plan(run=run, scored=scored)
+    feedback = t.collect_feedback(run=run, loaded=loaded)
     decided = t.comply(run=run, planned=planned)
+    feedback >> decided
+    wave = t.prepare_wave(run=run, planned=planned, decided=decided)
+    sent = [
+        t.send_email(run=run, wave=wave),
+        t.send_sms(run=run, wave=wave),
+        t.send_letters(run=run, wave=wave),
+        t.queue_calls(run=run, wave=wave),
+    ]
     t.summarize(
-        run=run, validated=validated, loaded=loaded, aged=aged, planned=planned, decided=decided
+        run=run,
+        validated=validated,
+        loaded=loaded,
+        aged=aged,
+        planned=planned,
+        decided=decided,
+        wave=wave,
+        sent=sent,
+        feedback=feedback,
     )
 
 

@@ -13,6 +13,18 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   fi
 fi
 
+# The payment-page tests drive headless Chromium (Playwright with the system browser); install
+# Debian's if missing.  The package lists are usually fresh enough; update them only on failure.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Chromium (Debian package) for the payment-page tests ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+      || { apt-get update -q >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+      || echo "could not install Chromium: the payment-page tests skip (fail when CI is set)" >&2
+  fi
+fi
+
 export PYTHONPATH="$PWD/plugins:$PWD"
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .

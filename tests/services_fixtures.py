@@ -1,4 +1,4 @@
-"""Pytest plugin: the real local servers (SeaweedFS S3, SMTP sink, PostgreSQL), one of each per session.
+"""Pytest plugin: the real local servers (SeaweedFS S3, SMTP sink, SMS sink, PostgreSQL), one of each per session.
 
 Loaded by the main conftest (``pytest_plugins = ["tests.services_fixtures"]``).  Servers start
 only when a test asks for them, once per session, and are stopped by pid at the session's end,
@@ -43,6 +43,16 @@ def s3_server(services_dir: Path) -> Iterator[Service]:
 @pytest.fixture(scope="session")
 def smtp_server(services_dir: Path) -> Iterator[Service]:
     service = services.start_smtp(services_dir / "smtp")
+    try:
+        yield service
+    finally:
+        services.stop(service)
+
+
+@pytest.fixture(scope="session")
+def sms_server(services_dir: Path) -> Iterator[Service]:
+    """The Twilio-style SMS sink; ``extra``: dir, account, token, sender."""
+    service = services.start_sms(services_dir / "sms")
     try:
         yield service
     finally:

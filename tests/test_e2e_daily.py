@@ -2,36 +2,48 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import io
 import json
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 
-from dunning import ledger, reports, services
+from dunning import ledger, reports, services, sms_sink
 from dunning.compliance import REASONS
+from dunning.demo import demo_clock, use_sms_feedback
 from dunning.generate import generate
 from dunning.reports import SUMMARY_FIELDS
+from dunning.smtp_sink import ENVELOPE_TO
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow]
 
 TODAY = date.today()
+REPO_SCREENSHOTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
 
 
 @pytest.fixture
-def daily_env(airflow_db, s3_server, s3_bucket, tmp_path, monkeypatch):
-    """Point the DAG at a fresh bucket, ledger and (per test) portfolio."""
-    for key, value in services.airflow_connection_env(s3_server, None).items():
+def daily_env(airflow_db, s3_server, smtp_server, sms_server, s3_bucket, tmp_path, monkeypatch):
+    """Point the DAG at a fresh bucket, ledger and (per test) portfolio, with the local SMTP and
+    SMS servers as its providers and the clock pinned inside every debtor's hours."""
+    env = services.airflow_connection_env(s3_server, smtp_server, sms=sms_server)
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("DUNNING_LAKE", f"s3://dunning_s3@{s3_bucket}/")
     monkeypatch.setenv("DUNNING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
 
     def use(as_of: date, debtors: int = 150) -> dict:
         counts = generate(tmp_path / "portfolio", debtors=debtors, as_of=as_of, seed=11)
-        monkeypatch.setenv("DUNNING_CONFIG", str(tmp_path / "portfolio" / "config.yaml"))
+        config = tmp_path / "portfolio" / "config.yaml"
+        use_sms_feedback(config, Path(sms_server.extra["dir"]))
+        monkeypatch.setenv("DUNNING_CONFIG", str(config))
+        monkeypatch.setenv("DUNNING_NOW", demo_clock(as_of))
         return counts
 
     return use
@@ -107,12 +119,132 @@ def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_buck
     assert loaded == summary["invoices_ingested"]
 
 
-def test_past_date_is_a_backfill(daily_env, s3_client, s3_bucket):
+def with_firm_letters(config: Path) -> None:
+    """The generated portfolio rarely has anyone at the final-notice step on a given day: send
+    the firm reminder as a letter too, so the print batch has something in it."""
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    doc.pop("experiments", None)  # an arm's replacement template has no letter version
+    for strategy in doc["strategies"].values():
+        for step in strategy["steps"]:
+            if step["template"] in ("reminder_overdue", "reminder_firm"):
+                step["channels"] = [*step["channels"], "letter"]
+    config.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _new_files(folder: Path, before: set[Path]) -> list[Path]:
+    return sorted(set(folder.glob("*.eml")) - before)
+
+
+def _objects(client, bucket, prefix) -> list[str]:
+    return [
+        o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    ]
+
+
+def test_the_wave_reaches_every_channel_exactly_once(
+    daily_env, s3_client, s3_bucket, smtp_server, sms_server, tmp_path
+):
+    from tests.browser import chromium_path
+
+    daily_env(TODAY, debtors=400)  # enough for every channel and language on any day
+    with_firm_letters(tmp_path / "portfolio" / "config.yaml")
+    maildir, sms_dir = Path(smtp_server.extra["maildir"]), Path(sms_server.extra["dir"])
+    mail_before, sms_before = set(maildir.glob("*.eml")), len(sms_sink.read_messages(sms_dir))
+    state, tasks = run({"as_of": TODAY.isoformat()})
+    assert state == "success", tasks
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
+    sent = summary["messages_sent"]
+    assert summary["sending"] == "send"
+    assert {"email", "sms", "letter", "call"} <= set(sent), sent
+    with ledger.ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as engine, engine.connect() as c:
+        rows = pd.read_sql(sa.select(ledger.Message.__table__), c).set_index("contact_key")
+    assert rows[rows["status"] == "sent"].groupby("channel").size().to_dict() == sent
+    wave = pd.read_parquet(
+        io.BytesIO(s3_client.get_object(Bucket=s3_bucket, Key=summary["wave_file"])["Body"].read())
+    ).set_index("contact_key")
+
+    # email: one MIME message per contact, with the opt-out headers, in the debtor's language
+    files = _new_files(maildir, mail_before)
+    assert len(files) == sent["email"]
+    locales = set()
+    for path in files:
+        with path.open("rb") as fh:
+            msg = email.message_from_binary_file(fh, policy=email.policy.default)
+        contact = str(msg["X-Dunning-Contact"])
+        row = rows.loc[contact]
+        assert row["status"] == "sent" and row["provider_id"] == str(msg["Message-ID"])
+        assert row["recipient"] in str(msg[ENVELOPE_TO])
+        assert str(msg["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
+        assert str(msg["List-Unsubscribe"]).startswith("<https://")
+        assert str(msg["Content-Language"]) == row["locale"]
+        text = msg.get_body(("plain",)).get_content()
+        html = msg.get_body(("html",)).get_content()
+        assert wave.loc[contact, "balance"] in text  # the total, formatted for the locale
+        assert wave.loc[contact, "page_url"] in text
+        if row["locale"] == "ar":
+            assert 'dir="rtl"' in html
+        locales.add(row["locale"])
+    assert {"en", "fr", "ar"} <= locales
+
+    # sms: every request reached the provider, each with its STOP line
+    texts = sms_sink.read_messages(sms_dir)[sms_before:]
+    assert len(texts) == sent["sms"]
+    assert all("STOP" in t["body"] for t in texts)
+
+    # letters: one print-ready PDF plus its manifest; calls: the dialer queue
+    letters = _objects(s3_client, s3_bucket, f"outbox/letters/as_of={TODAY}/")
+    pdf = [k for k in letters if k.endswith(".pdf")]
+    assert len(pdf) == 1 and any(k.endswith(".csv") for k in letters)
+    body = s3_client.get_object(Bucket=s3_bucket, Key=pdf[0])["Body"].read()
+    assert body.startswith(b"%PDF-")
+    queue = _objects(s3_client, s3_bucket, f"outbox/calls/as_of={TODAY}/")
+    calls = pd.read_csv(
+        io.BytesIO(s3_client.get_object(Bucket=s3_bucket, Key=queue[0])["Body"].read())
+    )
+    assert len(calls) == sent["call"]
+    assert calls["window_start_utc"].notna().all()
+
+    # the payment page, through its presigned link, in headless Chromium (an Arabic one)
+    if chromium_path():
+        from tests.browser import check_page
+
+        arabic = rows[(rows["locale"] == "ar") & (rows["status"] == "sent")].index[0]
+        shot = REPO_SCREENSHOTS / f"e2e-payment-page-{rows.loc[arabic, 'locale']}.png"
+        facts = check_page(wave.loc[arabic, "page_url"], shot)
+        assert facts["direction"] == "rtl" and facts["pay_visible"]
+        assert facts["scroll_width"] <= facts["viewport_width"]
+        assert wave.loc[arabic, "balance"] in facts["text"]
+        assert shot.stat().st_size > 5_000
+
+    # the same day again: nothing new reaches anybody, the summary still counts the day
+    state, tasks = run({"as_of": TODAY.isoformat()})
+    assert state == "success", tasks
+    assert _new_files(maildir, mail_before) == files
+    assert len(sms_sink.read_messages(sms_dir)) - sms_before == sent["sms"]
+    assert get_json(s3_client, s3_bucket, reports.summary_key(TODAY))["messages_sent"] == sent
+
+
+def test_past_date_is_a_backfill_that_previews_and_sends_nothing(
+    daily_env, s3_client, s3_bucket, smtp_server
+):
     past = TODAY - timedelta(days=10)
     daily_env(past)
+    maildir = Path(smtp_server.extra["maildir"])
+    before = set(maildir.glob("*.eml"))
     state, tasks = run({"as_of": past.isoformat()})
     assert state == "success", tasks
-    assert get_json(s3_client, s3_bucket, reports.summary_key(past))["backfill"] is True
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(past))
+    assert summary["backfill"] is True
+    assert summary["sending"] == "backfill" and summary["messages_sent"] == {}
+    assert sum(summary["messages_previewed"].values()) > 0
+    previews = _objects(s3_client, s3_bucket, summary["previews"] + "/")
+    assert any(k.endswith(".html") for k in previews)
+    assert _new_files(maildir, before) == []
+
+    state, tasks = run(
+        {"as_of": past.isoformat(), "force_send": True, "force_reason": ""}
+    )  # forcing needs a reason
+    assert state == "failed" and tasks["resolve_run"] == "failed"
 
 
 def test_wrong_source_stops_the_run_before_the_ledger(daily_env, s3_client, s3_bucket, tmp_path):

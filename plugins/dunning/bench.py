@@ -30,19 +30,26 @@ STAGES = (
     "plan",
     "comply",
     "comply_engine",
+    "render_emails",
+    "send_email",
 )
 TARGETS = {  # the issues' budgets at size 1M, per group of stages
     "extract+validate": (("extract", "validate"), 30),
     "segment+plan": (("age", "score", "plan"), 20),
     "comply N x 5N": (("comply_engine",), 30),
+    "render N/10 emails": (("render_emails",), 60),
 }
+EMAILS_PER_INVOICE = 0.1  # render_emails: 1M open invoices -> "rendering 100k emails"
+SEND_MESSAGES = 2000  # send_email: a wave this long to the local SMTP server (target 200/s)
 HISTORY_PER_CONTACT = 5  # comply_engine: "1M planned contacts with 5M history rows"
 AS_OF = date(2026, 11, 23)
 
 
 def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) -> None:
     """One stage, exactly as the DAG task runs it, reading what the previous stages recorded."""
-    from dunning import compliance, history, lake, ledger, planning, segmentation
+    import pandas as pd
+
+    from dunning import compliance, history, lake, ledger, planning, segmentation, waves
     from dunning.config import load_config
     from dunning.generate import generate
     from dunning.quality import validate_to_lake
@@ -78,6 +85,15 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
                 result = planning.plan_to_lake(cfg, AS_OF, root, engine, view)
             elif name == "comply":
                 result = compliance.comply_to_lake(cfg, AS_OF, root, engine, state["plan"]["plan"])
+            elif name == "render_emails":
+                due, debtors, invoices = wave_inputs(int(size * EMAILS_PER_INVOICE))
+                start = time.perf_counter()  # rendering alone, not building its input
+                wave, pages = waves.build_wave(
+                    cfg, AS_OF, due, debtors, invoices, link=_link, now=pd.Timestamp.now(tz="UTC")
+                )
+                result = {"emails": len(wave), "pages": len(pages)}
+            elif name == "send_email":
+                result, start = _send_email(work, engine, cfg)
             else:
                 batch = compliance_batch(size, HISTORY_PER_CONTACT * size)
                 start = time.perf_counter()  # the engine alone, not building its input
@@ -85,7 +101,98 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
                 result = {"contacts": len(decided), "allowed": int(decided["allowed"].sum())}
     seconds = time.perf_counter() - start
     state_file.write_text(json.dumps({**state, name: result}, default=str))
-    queue.put({"seconds": round(seconds, 3), "peak_mb": round(_peak_rss_mb(), 1)})
+    record = {"seconds": round(seconds, 3), "peak_mb": round(_peak_rss_mb(), 1)}
+    if name == "send_email":
+        record["messages_per_second"] = round(result["sent"] / seconds, 1)
+    queue.put(record)
+
+
+def _link(key: str, token: str) -> str:
+    return f"https://pay.example.com/{token}/"
+
+
+def wave_inputs(emails: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """``emails`` debtors due an email today (en/fr/ar in the generator's mix), three open
+    invoices each, one of them disputed now and then: build_wave's input at scale."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    ids = np.char.add("D", np.arange(emails).astype(str)).astype(object)
+    kind = rng.choice(3, emails, p=[0.7, 0.12, 0.18])
+    loc = np.array(["en", "fr", "ar"], dtype=object)[kind]
+    country = np.array(["US", "FR", "SA"], dtype=object)[kind]
+    currency = np.array(["USD", "EUR", "SAR"], dtype=object)[kind]
+    debtors = pd.DataFrame(
+        {
+            "debtor_id": ids,
+            "name": "Debtor " + pd.Series(ids),
+            "locale": loc,
+            "country": country,
+            "region": "",
+            "city": "City",
+            "postal_code": "00000",
+            "email": pd.Series(ids) + "@example.com",
+            "phone": None,
+            "timezones": np.array(["America/New_York", "Europe/Paris", "Asia/Riyadh"])[kind],
+        }
+    )
+    templates = np.array(["reminder_nudge", "reminder_overdue", "reminder_firm", "final_notice"])
+    due = pd.DataFrame(
+        {
+            "contact_key": pd.Series(ids) + ":standard:step:email:" + AS_OF.isoformat(),
+            "debtor_id": ids,
+            "channel": "email",
+            "template": templates[rng.integers(0, len(templates), emails)],
+            "currency": currency,
+            "send_at": pd.Timestamp(f"{AS_OF}T14:00:00Z"),
+        }
+    )
+    n = 3 * emails
+    invoices = pd.DataFrame(
+        {
+            "debtor_id": np.repeat(ids, 3),
+            "invoice_id": np.char.add("INV-", np.arange(n).astype(str)).astype(object),
+            "reference": None,
+            "due_date": pd.Timestamp("2026-09-01") + pd.to_timedelta(rng.integers(0, 80, n), "D"),
+            "currency": np.repeat(currency, 3),
+            "open_minor": rng.integers(1_000, 500_000, n),
+            "disputed": rng.random(n) < 0.03,
+            "doc_type": "invoice",
+        }
+    )
+    return due, debtors, invoices
+
+
+def _send_email(work: Path, engine: Any, cfg: Any) -> tuple[dict, float]:
+    """A wave of SEND_MESSAGES emails through the real SMTP path (claim, send, confirm per
+    message) to the local SMTP server, started here and stopped by pid."""
+    import pandas as pd
+
+    from dunning import services, waves
+    from dunning.channels.email import SmtpSettings
+
+    due, debtors, invoices = wave_inputs(SEND_MESSAGES, seed=1)
+    wave, _ = waves.build_wave(
+        cfg, AS_OF, due, debtors, invoices, link=_link, now=pd.Timestamp.now(tz="UTC")
+    )
+    smtp = services.start_smtp(work / "smtp")
+    try:
+        transport = waves.EmailTransport(
+            cfg, SmtpSettings(host="127.0.0.1", port=smtp.port, ssl=False)
+        )
+        start = time.perf_counter()
+        counts = waves.send_each(
+            engine,
+            wave,
+            transport,
+            as_of=AS_OF,
+            claim=waves.new_claim("bench", "email"),
+            forced=None,
+        )
+    finally:
+        services.stop(smtp)
+    return {"sent": counts["sent"]}, start
 
 
 def compliance_batch(contacts: int, history: int, seed: int = 0) -> Any:
@@ -199,8 +306,10 @@ def main(
         try:
             for rec in run_size(size, workdir, stages):
                 records.append(rec)
+                rate = rec.get("messages_per_second")
                 print(
-                    f"{size:>9} {rec['stage']:<16} {rec['seconds']:>9.2f} {rec['peak_mb']:>9.0f}",
+                    f"{size:>9} {rec['stage']:<16} {rec['seconds']:>9.2f} {rec['peak_mb']:>9.0f}"
+                    + (f"   {rate} messages/s (target 200)" if rate else ""),
                     flush=True,
                 )
         finally:

@@ -69,6 +69,26 @@ def _compliance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review(args: argparse.Namespace) -> int:
+    """Sends a crash left without an outcome: list them, or resolve one after checking."""
+    from dunning import ledger, waves
+    from dunning.config import ledger_url
+
+    ledger.migrate(ledger_url())
+    with ledger.ledger(ledger_url()) as engine:
+        if args.resolve:
+            ok = waves.resolve_unknown(
+                engine, args.resolve, delivered=args.outcome == "delivered", note=args.note
+            )
+            print(f"{args.resolve}: {'resolved' if ok else 'no unknown send with that key'}")
+            return 0 if ok else 1
+        rows = waves.unknown_messages(engine, args.as_of)
+    for row in rows.to_dict("records"):
+        print(json.dumps(row, default=str))
+    print(f"{len(rows)} send(s) with an unknown outcome", file=sys.stderr)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from dunning import demo
 
@@ -98,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     svc = sub.add_parser("services", help="start/stop the local S3, SMTP and PostgreSQL servers")
     svc.add_argument("action", choices=["start", "stop"])
     svc.add_argument("--state-dir", default="var/services")
-    svc.add_argument("--which", default="s3,smtp", help="comma list of s3, smtp, postgres")
+    svc.add_argument("--which", default="s3,smtp", help="comma list of s3, smtp, sms, postgres")
     svc.set_defaults(func=_services)
     comp = sub.add_parser("compliance", help="compliance tools (the what-if check)")
     comp_sub = comp.add_subparsers(dest="action", required=True)
@@ -111,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--explain", action="store_true", help="add next_allowed_at and the rule-set version"
     )
     check.set_defaults(func=_compliance)
+
+    review = sub.add_parser(
+        "review", help="sends a crash left with an unknown outcome: list, or resolve one"
+    )
+    review.add_argument("--as-of", type=date.fromisoformat, default=None)
+    review.add_argument("--resolve", metavar="CONTACT_KEY", default=None)
+    review.add_argument(
+        "--outcome",
+        choices=["delivered", "not-delivered"],
+        help="with --resolve: what the provider says (not-delivered: the next wave sends it)",
+    )
+    review.add_argument("--note", default="", help="with --resolve: who checked, and how")
+    review.set_defaults(func=_review)
 
     demo = sub.add_parser("demo", help="run dunning_daily end to end with local S3 and SMTP")
     demo.add_argument("--debtors", type=int, default=2000)

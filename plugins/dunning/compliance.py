@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from dunning import lake
 from dunning.config import Config, Policy
+from dunning.feedback import channel_opt_outs
 from dunning.ledger import (
     ComplianceEvent,
     ContactAttempt,
@@ -38,6 +39,7 @@ from dunning.ledger import (
     InvoiceSnapshot,
     Snapshot,
     bulk_insert,
+    sent_contacts,
 )
 from dunning.quality import isin
 from dunning.schema import CHANNELS
@@ -773,19 +775,39 @@ def batch_from_plan(
     )
 
 
+def decide(
+    engine: sa.Engine,
+    cfg: Config,
+    as_of: date,
+    contacts: pd.DataFrame,
+    at: pd.Timestamp,
+    *,
+    in_batch: bool,
+) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+    """``contacts`` (debtor_id, channel) against the ledger's state as of ``as_of``, at instant
+    ``at``: the gate's decision frame (see ``evaluate``), the snapshot ids it read and the
+    debtors' designated inconvenient windows (the call queue needs them).
+
+    The daily gate decides the whole plan at the wave's planned time (``in_batch``: the day's
+    contacts count against each other); the waves stage asks again right before sending, at the
+    real clock, so an opt-out that arrived since or a late run is caught.
+    """
+    with engine.connect() as conn:
+        debtors, events, history, open_ids, snapshot_ids = _ledger_inputs(conn, as_of)
+    state, windows = compliance_state(debtors, events, cfg.compliance, open_ids)
+    third_party = cfg.portfolio.collector == "third_party"
+    batch = batch_from_plan(contacts, state, windows, history, at, third_party)
+    return evaluate(batch, cfg.compliance, in_batch=in_batch), snapshot_ids, windows
+
+
 def comply_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, plan_key: str) -> dict:
     """Decide every planned contact of the day; decisions go to the lake (for the waves stage)
     and to the ledger (the audit record), replacing an earlier run's for the same date."""
     plan = lake.read_parquet(root / plan_key)
     policy = cfg.compliance
-    with engine.connect() as conn:
-        debtors, events, history, open_ids, snapshot_ids = _ledger_inputs(conn, as_of)
-    state, windows = compliance_state(debtors, events, policy, open_ids)
     local = datetime.combine(as_of, time.fromisoformat(policy.send_time))
     at = pd.Timestamp(local, tz=cfg.schedule.timezone).tz_convert("UTC")
-    third_party = cfg.portfolio.collector == "third_party"
-    batch = batch_from_plan(plan, state, windows, history, at, third_party)
-    decided = evaluate(batch, policy, in_batch=True)
+    decided, snapshot_ids, _ = decide(engine, cfg, as_of, plan, at, in_batch=True)
     status = np.where(
         decided["allowed"],
         "allowed",
@@ -860,6 +882,15 @@ def _ledger_inputs(
         conn,
     )
     history["at"] = pd.to_datetime(history["at"], utc=True)
+    # Our own waves count too (calls only once an agent makes them: the AR history brings those),
+    # and what the channels told us (bounces, unsubscribes, STOP) is part of the state.
+    ours = sent_contacts(conn, start, end, channels=("email", "sms", "letter"))
+    if len(ours):
+        ours = ours.assign(connected=True, conversation=False)[list(history.columns)]
+        history = pd.concat([history, ours], ignore_index=True)
+    feedback = channel_opt_outs(conn, as_of)
+    if len(feedback):
+        events = pd.concat([events, feedback[list(events.columns)]], ignore_index=True)
     disputing = sa.select(ev.debtor_id).where(
         ev.event == "dispute_opened", ev.effective_date <= as_of
     )

@@ -311,6 +311,72 @@ class Portfolio(_Strict):
     name: str
     collector: Literal["creditor", "third_party"] = "creditor"
     home_currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    contact_email: str = "billing@example.com"  # shown in every message and on the payment page
+    # The debt-collector disclosure a third-party collector's messages carry (Reg F 1006.18(e)),
+    # per locale; the English one stands in for a locale without its own.
+    disclosure: dict[str, str] = {
+        "en": "This is a communication from a debt collector. This is an attempt to collect a "
+        "debt and any information obtained will be used for that purpose.",
+        "fr": "Ce message provient d'un agent de recouvrement. Il s'agit d'une tentative de "
+        "recouvrement d'une créance ; toute information obtenue sera utilisée à cette fin.",
+        "ar": "هذه رسالة من جهة تحصيل ديون. الغرض منها تحصيل دين، وستُستخدم أي معلومات نحصل "
+        "عليها لهذا الغرض.",
+    }
+
+
+class EmailChannel(_Strict):
+    """How reminder emails leave: the Airflow SMTP connection, the sender and the opt-out."""
+
+    connection: str = "smtp_default"
+    sender: str = "Billing <billing@example.com>"
+    reply_to: str | None = None
+    bounce_address: str | None = None  # envelope sender (Return-Path): where DSNs come back
+    # One-click unsubscribe (RFC 8058): {contact} and {token} are filled per message.
+    unsubscribe_url: str = "https://pay.example.com/unsubscribe?c={contact}&t={token}"
+    unsubscribe_mailto: str | None = "unsubscribe@example.com"
+    rate_per_second: float | None = Field(None, gt=0)
+    messages_per_connection: int = Field(200, ge=1)  # reconnect after this many (server limits)
+
+
+class SmsChannel(_Strict):
+    connection: str = "sms_default"
+    rate_per_second: float | None = Field(None, gt=0)
+    max_segments: int = Field(3, ge=1)  # a longer rendering fails the message, it is not cut
+    max_segments_by_template: dict[str, int] = {}
+
+
+class FileChannel(_Strict):
+    """Letters and the call queue are files for a vendor or the dialer: where they are dropped."""
+
+    outbox: str | None = None  # ObjectStoragePath URL; default: the lake's outbox/<channel>/
+
+
+class Channels(_Strict):
+    email: EmailChannel = EmailChannel()
+    sms: SmsChannel = SmsChannel()
+    letter: FileChannel = FileChannel()
+    call: FileChannel = FileChannel()
+
+
+class Portal(_Strict):
+    """The debtor's personal payment page, linked from every message."""
+
+    # Where pages are published (ObjectStoragePath URL); default: the lake's portal/ folder.
+    root: str | None = None
+    # The public URL of ``root``; without one, S3 pages are linked by presigned URL.
+    base_url: str | None = None
+    link_days: int = Field(7, ge=1, le=7)  # presigned URLs (SigV4) live at most seven days
+    checkout_url: str = "https://pay.example.com/checkout?ref={reference}"
+    dispute_url: str = "https://pay.example.com/dispute?ref={reference}"
+    plan_months: list[int] = [3, 6]
+
+
+class Feedback(_Strict):
+    """Where channel feedback is read from each run (missing files are simply nothing new)."""
+
+    bounce_mailbox: Path | None = None  # folder of .eml DSNs
+    sms_events: list[Path] = []  # provider event files (JSON Lines)
+    email_events: list[Path] = []  # unsubscribe/complaint feeds (JSON Lines)
 
 
 class Config(_Strict):
@@ -325,6 +391,9 @@ class Config(_Strict):
     segments: list[Segment] = [Segment(name="all", strategy="standard")]
     experiments: list[Experiment] = []
     compliance: Policy = Policy()
+    channels: Channels = Channels()
+    portal: Portal = Portal()
+    feedback: Feedback = Feedback()
     # Message templates (see dunning.templates); default: the repository's include/templates.
     templates: Path | None = None
     source_file: Path | None = Field(None, exclude=True)

@@ -20,6 +20,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dunning import reports, services
 from dunning.config import REPO_ROOT
 
@@ -64,6 +66,8 @@ def prepare(debtors: int, as_of: date, seed: int, svc: dict) -> dict[str, str]:
     print(f"Generating {debtors} debtors as of {as_of} into {portfolio} ...", flush=True)
     generated = generate(portfolio, debtors=debtors, as_of=as_of, seed=seed)
     print(f"  {json.dumps(generated['counts'])}", flush=True)
+    if "sms" in svc:  # the local SMS provider's delivery receipts and replies are its feedback
+        use_sms_feedback(portfolio / "config.yaml", Path(svc["sms"].extra["dir"]))
     ensure_bucket(services.s3_client(svc["s3"].url), LAKE_BUCKET)
     env = {
         **os.environ,
@@ -74,6 +78,7 @@ def prepare(debtors: int, as_of: date, seed: int, svc: dict) -> dict[str, str]:
         "DUNNING_LEDGER_URL": os.environ.get(
             "DUNNING_LEDGER_URL", f"sqlite:///{VAR / 'ledger.sqlite'}"
         ),
+        "DUNNING_NOW": os.environ.get("DUNNING_NOW", demo_clock(as_of)),
     }
     print("Migrating the Airflow metadata DB (SQLite) ...", flush=True)
     subprocess.run(
@@ -82,12 +87,41 @@ def prepare(debtors: int, as_of: date, seed: int, svc: dict) -> dict[str, str]:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    for pool, slots, what in POOLS:
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "pools", "set", pool, str(slots), what],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return env
+
+
+# The send tasks' pools (dunning.airflow.tasks.POOLS): one sender per provider at a time.
+POOLS = (
+    ("dunning_smtp", 1, "SMTP senders (one session each)"),
+    ("dunning_sms", 1, "SMS provider API callers"),
+    ("dunning_files", 2, "letter and dialer batch writers"),
+)
+
+
+def use_sms_feedback(config: Path, sink_dir: Path) -> None:
+    """Point the portfolio's SMS feedback at the local provider's event file."""
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    doc.setdefault("feedback", {})["sms_events"] = [str(sink_dir / "events.jsonl")]
+    config.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def demo_clock(as_of: date) -> str:
+    """The demo's pinned clock: 16:30 UTC is inside 08:00-21:00 in every zone the generated
+    portfolio uses (Los Angeles 08:30 ... Dubai 20:30), so the wave goes out whatever the hour
+    the demo is run; a real deployment runs on the real clock."""
+    return f"{as_of.isoformat()}T16:30:00Z"
 
 
 def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
     as_of = as_of or date.today()
-    with services.running(VAR / "services", "s3,smtp") as svc:
+    with services.running(VAR / "services", "s3,smtp,sms") as svc:
         print(f"S3 (SeaweedFS) at {svc['s3'].url}, SMTP at 127.0.0.1:{svc['smtp'].port}")
         env = prepare(debtors, as_of, seed, svc)
         print(f"Running dunning_daily for {as_of} with dag.test() ...", flush=True)
@@ -138,7 +172,7 @@ UI_COMPONENTS = (
 def ui(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
     """The Airflow UI on 127.0.0.1 with the demo portfolio, S3 and SMTP; Ctrl-C stops it all."""
     as_of = as_of or date.today()
-    with services.running(VAR / "services", "s3,smtp") as svc:
+    with services.running(VAR / "services", "s3,smtp,sms") as svc:
         env = prepare(debtors, as_of, seed, svc)
         port = env["AIRFLOW__API__PORT"]
         home = Path(env["AIRFLOW_HOME"])

@@ -1975,6 +1975,12 @@ def _config(sql_url: str) -> dict:
             "compliance_events": "compliance_events.csv",
         },
         "risk": {"horizon_days": 30, "min_auc": 0.6, "test_months": 3},
+        # Where channel feedback arrives: DSNs in a mailbox folder, provider event files.
+        "feedback": {
+            "bounce_mailbox": "feedback/bounces",
+            "sms_events": ["feedback/sms_events.jsonl"],
+            "email_events": ["feedback/email_events.jsonl"],
+        },
         **DEMO_STRATEGY,
     }
 

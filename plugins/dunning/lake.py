@@ -34,15 +34,33 @@ def partition(area: str, as_of: date, **parts: str) -> str:
     return "/".join([area, f"as_of={as_of.isoformat()}", *(f"{k}={v}" for k, v in parts.items())])
 
 
-def write_bytes(path: Any, data: bytes) -> None:
-    """Readers never see half an object: S3 puts are atomic, local files are renamed into place."""
+def is_local(path: Any) -> bool:
+    return getattr(path, "protocol", "") in LOCAL_PROTOCOLS
+
+
+def write_bytes(path: Any, data: bytes, content_type: str | None = None) -> None:
+    """Readers never see half an object: S3 puts are atomic, local files are renamed into place.
+
+    ``content_type`` matters for objects a browser opens (payment pages): S3 serves what the put
+    declared, and without it a page downloads instead of rendering.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if getattr(path, "protocol", "") in LOCAL_PROTOCOLS:
+    if is_local(path):
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp.path if hasattr(tmp, "path") else str(tmp), path.path)
+    elif content_type:
+        path.fs.pipe_file(path.path, data, ContentType=content_type)
     else:
         path.write_bytes(data)
+
+
+def public_url(path: Any, expires_seconds: int) -> str:
+    """A link a browser can open without credentials: a presigned GET on S3, the file URI on
+    local disk (demo and tests)."""
+    if is_local(path):
+        return UPath(str(path)).as_uri() if hasattr(path, "as_uri") else f"file://{path.path}"
+    return path.fs.url(path.path, expires=expires_seconds)
 
 
 def write_parquet(path: Any, frame: pd.DataFrame) -> None:

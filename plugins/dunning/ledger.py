@@ -207,6 +207,64 @@ class ContactDecision(Base):
     decided_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
+class Message(Base):
+    """One contact sent (or being sent) by a wave: the exactly-once record (invariant 1).
+
+    The row is the claim: it is inserted (``sending``) before the provider is called, so the
+    primary key on ``contact_key`` lets exactly one process ever send it; it becomes ``sent``
+    (with the provider's id) or ``failed`` after.  A row left ``sending`` by a crash is marked
+    ``unknown`` for review and never resent blindly.
+    """
+
+    __tablename__ = "messages"
+
+    contact_key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    template: Mapped[str] = mapped_column(sa.String(64))
+    template_version: Mapped[str] = mapped_column(sa.String(16))
+    locale: Mapped[str] = mapped_column(sa.String(8))
+    recipient: Mapped[str | None] = mapped_column(sa.String(320))
+    # sending | sent | failed | unknown (outcome lost in a crash: for review, not resent)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    claim: Mapped[str] = mapped_column(sa.String(128))  # run/attempt that inserted the row
+    claimed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    provider: Mapped[str | None] = mapped_column(sa.String(32))
+    provider_id: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    delivery_status: Mapped[str | None] = mapped_column(sa.String(32))
+    delivery_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    page_key: Mapped[str | None] = mapped_column(sa.String(256))
+    forced_reason: Mapped[str | None] = mapped_column(sa.Text)  # a backfill sent on purpose
+
+
+class ChannelEvent(Base):
+    """What came back from a channel (bounce, unsubscribe, STOP, delivery receipt).
+
+    Kept apart from the AR history exports (which a history load replaces wholesale): these are
+    our own providers' events, read by the compliance gate together with the exported ones.
+    ``event_id`` is the provider's (or the bounce's Message-ID), so reading a feed twice adds
+    nothing.
+    """
+
+    __tablename__ = "channel_events"
+    __table_args__ = (sa.UniqueConstraint("source", "event_id", name="uq_channel_events_source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(sa.String(64))
+    event_id: Mapped[str] = mapped_column(sa.String(200))
+    contact_key: Mapped[str | None] = mapped_column(sa.String(200), index=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    # bounced | unsubscribed | sms_stop | delivered | failed | opt_in
+    event: Mapped[str] = mapped_column(sa.String(32))
+    effective_date: Mapped[date] = mapped_column(sa.Date)
+    received_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    detail: Mapped[str | None] = mapped_column(sa.Text)
+
+
 INVOICE_COLUMNS = [c.name for c in InvoiceSnapshot.__table__.columns]
 DEBTOR_COLUMNS = [c.name for c in Debtor.__table__.columns]
 QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name != "id"]
@@ -447,3 +505,25 @@ def save_debtor_buckets(engine: sa.Engine, as_of: date, buckets: pd.DataFrame) -
         conn.execute(sa.delete(DebtorBucket).where(DebtorBucket.as_of == as_of))
         bulk_insert(conn, DebtorBucket.__table__, buckets.assign(as_of=as_of)[columns])
     return len(buckets)
+
+
+# A claimed message counts as a contact whatever its outcome: "sending" and "unknown" may well
+# have reached the debtor, so the cadence and the frequency caps must not assume they did not.
+CONTACTED = ("sending", "sent", "unknown")
+
+
+def sent_contacts(
+    conn: sa.Connection, start: datetime, end: datetime, *, channels: tuple[str, ...] | None = None
+) -> pd.DataFrame:
+    """Our own waves' contacts in ``[start, end)`` (debtor_id, at, channel, template), shaped like
+    the AR history's contact attempts so the cadence and the compliance gate read both."""
+    m = Message.__table__.c
+    at = sa.func.coalesce(m.sent_at, m.claimed_at)
+    query = sa.select(m.debtor_id, at.label("at"), m.channel, m.template).where(
+        m.status.in_(CONTACTED), at >= start, at < end
+    )
+    if channels is not None:
+        query = query.where(m.channel.in_(channels))
+    frame = pd.read_sql(query, conn)
+    frame["at"] = pd.to_datetime(frame["at"], utc=True, format="mixed")
+    return frame

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from dunning import lake
 from dunning.config import Config, Experiment, Segment, Strategy
-from dunning.ledger import ContactAttempt
+from dunning.ledger import ContactAttempt, sent_contacts
 
 PLAN_COLUMNS = (
     "contact_key",
@@ -307,18 +307,24 @@ def recent_contacts(
 
     start = pd.Timestamp(as_of - timedelta(days=days), tz="UTC").to_pydatetime()
     end = pd.Timestamp(as_of, tz="UTC").to_pydatetime()
-    if root is not None:
-        mirrored = features.latest_contacts(engine, root, as_of, start, end)
-        if mirrored is not None:
-            return mirrored
-    table = ContactAttempt.__table__
-    query = (
-        sa.select(table.c.debtor_id, table.c.template, sa.func.max(table.c.at).label("at"))
-        .where(features.timestamp_window(table.c.at, start, end))
-        .group_by(table.c.debtor_id, table.c.template)
-    )
     with engine.connect() as conn:
-        return pd.read_sql(query, conn)
+        ours = sent_contacts(conn, start, end)[["debtor_id", "template", "at"]]
+        history = (
+            features.latest_contacts(engine, root, as_of, start, end) if root is not None else None
+        )
+        if history is None:
+            table = ContactAttempt.__table__
+            query = (
+                sa.select(table.c.debtor_id, table.c.template, sa.func.max(table.c.at).label("at"))
+                .where(features.timestamp_window(table.c.at, start, end))
+                .group_by(table.c.debtor_id, table.c.template)
+            )
+            history = pd.read_sql(query, conn)
+    if ours.empty:
+        return history
+    history["at"] = pd.to_datetime(history["at"], utc=True)
+    both = pd.concat([history, ours], ignore_index=True)
+    return both.groupby(["debtor_id", "template"], as_index=False)["at"].max()
 
 
 def score_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_key: str) -> dict:

@@ -26,7 +26,7 @@ SUMMARY_FIELDS = (
     "placement_files",
     "backfill",
 )
-STAGES = ("validate", "load_ledger", "age", "plan", "comply")
+STAGES = ("validate", "load_ledger", "age", "plan", "comply", "send")
 
 
 def summary_key(as_of: date) -> str:
@@ -51,9 +51,19 @@ def build_summary(
     aged: dict | None,
     planned: dict | None,
     decided: dict | None = None,
+    wave: dict | None = None,
+    sent: list[dict | None] | None = None,
+    messages: dict[str, dict[str, int]] | None = None,
+    feedback: dict | None = None,
 ) -> dict:
-    """Assemble C3 from the stage results; ``None`` for a stage that did not finish."""
-    finished = (stats and not stats["gate_failures"], loaded, aged, planned, decided)
+    """Assemble C3 from the stage results; ``None`` for a stage that did not finish.
+
+    ``messages`` is the day's message ledger by status and channel (``waves.day_counts``), so a
+    re-run counts what an earlier attempt already sent; ``sent`` the send tasks' own results.
+    """
+    sends = sent or []
+    sent_ok = bool(wave) and bool(sends) and all(r is not None for r in sends)
+    finished = (stats and not stats["gate_failures"], loaded, aged, planned, decided, sent_ok)
     done = dict(zip(STAGES, finished, strict=True))
     status = "complete" if all(done.values()) else ("stopped" if stats else "failed")
     sources = (stats or {}).get("sources", {})
@@ -64,7 +74,7 @@ def build_summary(
         "debtors_due": planned["debtors_due"] if planned else None,
         "contacts_planned": planned["contacts_planned"] if planned else None,
         "contacts_suppressed": decided["contacts_suppressed"] if decided else {},
-        "messages_sent": {},
+        "messages_sent": (messages or {}).get("sent", {}),
         "payments_matched": None,
         "payments_unmatched": None,
         "accounts_placed": None,
@@ -87,6 +97,19 @@ def build_summary(
         "contacts_scheduled": decided["contacts_scheduled"] if decided else None,
         "decisions_file": decided["decisions"] if decided else None,
         "rules_version": decided["rules_version"] if decided else None,
+        "sending": wave["mode"] if wave else None,
+        "wave_file": wave["wave"] if wave else None,
+        "feedback": feedback or {},
+        "forced_reason": run.get("force_reason") if run.get("force_send") else None,
+        "messages_rendered": wave["by_channel"] if wave else {},
+        "messages_previewed": wave["by_channel"] if wave and not wave["sending"] else {},
+        "previews": wave["previews"] if wave else None,
+        "messages_failed": (messages or {}).get("failed", {}),
+        "messages_unknown": (messages or {}).get("unknown", {}),
+        "messages_suppressed_at_send": (messages or {}).get("suppressed", {}),
+        "messages_waiting": {
+            r["channel"]: r.get("waiting", 0) for r in sends if r and r.get("waiting")
+        },
         "sources": {
             name: {
                 k: st.get(k)
@@ -113,10 +136,11 @@ def write_summary(
     aged: dict | None = None,
     planned: dict | None = None,
     decided: dict | None = None,
+    **sending: Any,
 ) -> dict:
     as_of = date.fromisoformat(run["as_of"])
     stats = _stats(root, as_of, run, validated)
-    summary = build_summary(run, stats, loaded, aged, planned, decided)
+    summary = build_summary(run, stats, loaded, aged, planned, decided, **sending)
     key = summary_key(as_of)
     lake.write_json(root / key, summary)
     return {"key": key, "status": summary["status"], **{k: summary[k] for k in SUMMARY_FIELDS}}
@@ -135,6 +159,13 @@ def format_summary(summary: dict) -> str:
     for label in (
         "contacts_allowed",
         "contacts_scheduled",
+        "sending",
+        "forced_reason",
+        "messages_previewed",
+        "messages_waiting",
+        "messages_failed",
+        "messages_unknown",
+        "messages_suppressed_at_send",
         "debtors_by_bucket",
         "debtors_by_segment",
         "contacts_by_channel",

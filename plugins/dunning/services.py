@@ -1,4 +1,4 @@
-"""Real local servers (S3, SMTP, PostgreSQL) for the demo and the tests, started and stopped by pid.
+"""Real local servers (S3, SMTP, SMS, PostgreSQL) for the demo and the tests, started and stopped by pid.
 
 Why real servers rather than mocks: the DAGs must be proven against the same wire protocols they
 meet in production (S3 signatures and SSE headers, SMTP dialogue, PostgreSQL SQL), and a demo must
@@ -16,6 +16,7 @@ Core module: it must not import Airflow; it only prints the ``AIRFLOW_CONN_*`` v
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import pwd
@@ -39,7 +40,7 @@ from typing import Any
 
 PLUGINS_DIR = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
-SERVICE_NAMES = ("s3", "smtp", "postgres")
+SERVICE_NAMES = ("s3", "smtp", "postgres", "sms")
 STATE_FILE = "services.json"
 
 # Local-only S3 credentials.  SeaweedFS with no identities configured accepts any key pair, so
@@ -49,6 +50,8 @@ S3_ACCESS_KEY = "dunning"
 S3_SECRET_KEY = "dunning-local-secret"
 S3_REGION = "us-east-1"
 SMTP_FROM = "collections@dunning.example"
+# The local SMS provider's sender: Twilio's "magic" test number that is always a valid From.
+SMS_FROM = "+15005550006"
 PG_USER = "dunning"
 PG_DATABASE = "dunning"
 
@@ -182,6 +185,8 @@ def _cmdline_markers(service: Service) -> list[str]:
         return ["dunning.smtp_sink", service.extra.get("maildir") or str(service.workdir)]
     if service.name == "postgres":
         return ["postgres", service.extra.get("datadir") or str(service.workdir / "data")]
+    if service.name == "sms":
+        return ["dunning.sms_sink", service.extra.get("dir") or str(service.workdir)]
     return []
 
 
@@ -530,6 +535,80 @@ def start_smtp(workdir: Path, port: int | None = None, timeout: float = 20) -> S
 
 
 # --------------------------------------------------------------------------------------------
+# SMS: dunning.sms_sink
+
+
+def _sms_answers(port: int) -> bool:
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def start_sms(workdir: Path, port: int | None = None, timeout: float = 20) -> Service:
+    """The Twilio-style SMS sink, with a fresh account SID and token for this start.
+
+    The token reaches the sink through its environment, not its command line (``ps`` shows
+    that); ``extra`` has ``dir`` (messages.jsonl, events.jsonl), ``account``, ``token``,
+    ``sender`` and ``log``.
+    """
+    workdir = Path(workdir).resolve()
+    sms_dir = workdir / "sms"
+    sms_dir.mkdir(parents=True, exist_ok=True)
+    sms_port = _claim_port(port)
+    account = "AC" + secrets.token_hex(16)
+    token = secrets.token_hex(16)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PLUGINS_DIR), env.get("PYTHONPATH", "")) if p
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    env["DUNNING_SMS_TOKEN"] = token
+    log = workdir / "sms.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "dunning.sms_sink",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(sms_port),
+        "--dir",
+        str(sms_dir),
+        "--account",
+        account,
+    ]
+    proc = _spawn(cmd, log, cwd=workdir, env=env)
+    _await(
+        proc,
+        "SMS sink",
+        log,
+        lambda: _sms_answers(sms_port),
+        timeout,
+        0.05,
+        f"no 200 from GET /health on port {sms_port}",
+    )
+    return Service(
+        name="sms",
+        pid=proc.pid,
+        port=sms_port,
+        url=f"http://{LOOPBACK}:{sms_port}",
+        workdir=workdir,
+        extra={
+            "dir": str(sms_dir),
+            "account": account,
+            "token": token,
+            "sender": SMS_FROM,
+            "log": str(log),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # PostgreSQL
 
 
@@ -812,11 +891,15 @@ def stop(service: Service, timeout: float = 15) -> None:
 # environment for Airflow and the DAGs
 
 
-def airflow_connection_env(s3: Service | None, smtp: Service | None) -> dict[str, str]:
+def airflow_connection_env(
+    s3: Service | None, smtp: Service | None, *, sms: Service | None = None
+) -> dict[str, str]:
     """Connections as ``AIRFLOW_CONN_*`` JSON, so no metadata-DB row has to be created for them.
 
     The SMTP extras are those the smtp provider's ``SmtpHook`` reads: ``disable_ssl`` gives a
     plain ``smtplib.SMTP``, ``disable_tls`` skips STARTTLS, and no login means no AUTH.
+    ``AIRFLOW_CONN_SMS_DEFAULT`` is an ``http`` connection: login/password are the account SID
+    and token, extra ``from`` the sender (``SmsSettings.from_connection`` reads it).
     """
     env: dict[str, str] = {}
     if s3 is not None:
@@ -846,18 +929,32 @@ def airflow_connection_env(s3: Service | None, smtp: Service | None) -> dict[str
                 },
             }
         )
+    if sms is not None:
+        env["AIRFLOW_CONN_SMS_DEFAULT"] = json.dumps(
+            {
+                "conn_type": "http",
+                "host": LOOPBACK,
+                "port": sms.port,
+                "schema": "http",
+                "login": sms.extra["account"],
+                "password": sms.extra["token"],
+                "extra": {"from": sms.extra.get("sender", SMS_FROM)},
+            }
+        )
     return env
 
 
 def service_env(services: dict[str, Service]) -> dict[str, str]:
     """Everything the demo's shell (and Airflow under it) needs to find the servers."""
-    env = airflow_connection_env(services.get("s3"), services.get("smtp"))
+    env = airflow_connection_env(services.get("s3"), services.get("smtp"), sms=services.get("sms"))
     if "s3" in services:
         env["DUNNING_S3_ENDPOINT"] = services["s3"].url
     if "smtp" in services:
         env["DUNNING_MAILDIR"] = services["smtp"].extra["maildir"]
     if "postgres" in services:
         env["DUNNING_PG_URL"] = services["postgres"].url
+    if "sms" in services:
+        env["DUNNING_SMS_DIR"] = services["sms"].extra["dir"]
     return env
 
 
@@ -891,7 +988,7 @@ def _write_state(state_dir: Path, services: list[Service]) -> None:
     os.replace(tmp, path)
 
 
-_STARTERS = {"s3": start_s3, "smtp": start_smtp, "postgres": start_postgres}
+_STARTERS = {"s3": start_s3, "smtp": start_smtp, "postgres": start_postgres, "sms": start_sms}
 
 
 def start_services(state_dir: Path, which: str) -> dict[str, Service]:

@@ -12,10 +12,14 @@ debtor data is passed as data and can never run as template code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import format_currency, get_currency_precision
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -26,7 +30,9 @@ CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
     "sms": ("txt",),
     "letter": ("html",),
     "call": ("txt",),
+    "page": ("html",),  # the debtor's personal payment page (published, linked in messages)
 }
+RTL_LOCALES = frozenset({"ar", "he", "fa", "ur"})
 # Channels whose every message must tell the debtor how to stop that channel (Reg F 1006.6(e),
 # CAN-SPAM, TCPA/CTIA STOP keyword).
 OPT_OUT_CHANNELS = ("email", "sms")
@@ -82,6 +88,40 @@ def render(
     return Rendered(body=str(module), subject=str(subject).strip() if subject else None)
 
 
+# --- locale formatting ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def babel_locale(locale: str, country: str = "") -> str:
+    """The most specific Babel locale for a debtor: ``fr`` + ``FR`` -> ``fr_FR``, so dates and
+    money read as the debtor's country writes them; the bare language when Babel has no such pair."""
+    for name in (f"{locale}_{country}", locale) if country else (locale,):
+        try:
+            Locale.parse(name)
+            return name
+        except (UnknownLocaleError, ValueError):
+            continue
+    return DEFAULT_LOCALE
+
+
+@lru_cache(maxsize=65_536)
+def format_money(minor: int, currency: str, locale: str) -> str:
+    """Minor units as the locale writes money (``$1,200.00``, ``1 200,00 €``, ``١٬٢٠٠٫٠٠ ر.س.``)."""
+    digits = get_currency_precision(currency)
+    return format_currency(minor / 10**digits, currency, locale=locale)
+
+
+@lru_cache(maxsize=4096)
+def format_day(day: date, locale: str) -> str:
+    """A date in the locale's medium form (``Oct 1, 2026``, ``1 oct. 2026``)."""
+    return format_date(day, format="medium", locale=locale)
+
+
+def direction(locale: str) -> str:
+    """``rtl`` for right-to-left scripts (Arabic), else ``ltr``: the templates' ``dir`` value."""
+    return "rtl" if locale.split("_")[0] in RTL_LOCALES else "ltr"
+
+
 # --- content lint --------------------------------------------------------------------------------
 
 # Sentinels: the lint renders with these and checks they come out, so a template that drops the
@@ -91,19 +131,32 @@ _DISCLOSURE = "DISCLOSURE-SENTINEL"
 _LICENCE = "LICENCE-SENTINEL"
 
 
-def sample_context(disclosure: str = "", licence: str = "") -> dict[str, Any]:
-    """A realistic context for previews and the lint (the waves stage builds the real one)."""
+def sample_context(disclosure: str = "", licence: str = "", locale: str = "en") -> dict[str, Any]:
+    """A realistic context for previews and the lint; it has every key the waves stage gives a
+    real message (``dunning.waves.CONTEXT_KEYS``), so a template that renders here renders there."""
     return {
+        "lang": locale,
+        "dir": direction(locale),
         "company": {"name": "Example Supplies Inc.", "email": "billing@example.com"},
-        "debtor": {"name": "Alex Example"},
+        "debtor": {
+            "name": "Alex Example",
+            "address": ["Alex Example", "12 Main Street", "Boston MA 02108", "US"],
+        },
         "invoices": [
             {"number": "INV-1001", "due_date": "Oct 1, 2026", "amount": "$1,200.00"},
             {"number": "INV-1002", "due_date": "Oct 15, 2026", "amount": "$350.50"},
         ],
         "total": "$1,550.50",
         "today": "Nov 23, 2026",
+        "currency": "USD",
         "pay_url": "https://pay.example.com/p/abc",
         "dispute_url": "https://pay.example.com/p/abc#dispute",
+        "checkout_url": "https://checkout.example.com/pay?ref=abc",
+        "plans": [
+            {"count": 3, "amount": "$516.84", "first_due": "Dec 7, 2026"},
+            {"count": 6, "amount": "$258.42", "first_due": "Dec 7, 2026"},
+        ],
+        "call_window": "08:00-21:00 America/New_York",
         "unsubscribe_url": _UNSUBSCRIBE,
         "disclosure": disclosure,
         "licence": licence,
@@ -137,11 +190,13 @@ def lint(
       messages.
     """
     problems: list[LintProblem] = []
-    context = sample_context(
-        disclosure=_DISCLOSURE if third_party else "", licence=_LICENCE if licence_required else ""
-    )
     for (channel, template), _key in sorted(uses.items()):
         for locale in locales(directory, channel, template):
+            context = sample_context(
+                disclosure=_DISCLOSURE if third_party else "",
+                licence=_LICENCE if licence_required else "",
+                locale=locale,
+            )
             for part in CHANNEL_PARTS[channel]:
                 name = file_name(channel, template, locale, part)
                 if not (directory / name).is_file():

@@ -49,16 +49,33 @@ def test_daily_dag_shape(dagbag):
     assert order.index("extract") < order.index("validate") < order.index("load_ledger")
     assert order.index("load_ledger") < order.index("summarize")
     assert dag.get_task("extract").is_mapped  # one task per configured source
+    # nobody is contacted before the gate, and the gate sees the channels' feedback first
+    assert order.index("collect_feedback") < order.index("comply") < order.index("prepare_wave")
+    for sender in ("send_email", "send_sms", "send_letters", "queue_calls"):
+        assert order.index("prepare_wave") < order.index(sender) < order.index("summarize")
+
+
+def test_senders_run_in_provider_pools(dagbag):
+    """Pools cap concurrent calls per provider; the demo and the README create them."""
+    from dunning.airflow.tasks import POOLS
+    from dunning.demo import POOLS as CREATED
+
+    dag = dagbag.dags["dunning_daily"]
+    pools = {
+        dag.get_task(t).pool for t in ("send_email", "send_sms", "send_letters", "queue_calls")
+    }
+    assert pools == set(POOLS.values())
+    assert pools <= {name for name, _, _ in CREATED}
 
 
 def test_daily_dag_params_for_finance(dagbag):
     params = dagbag.dags["dunning_daily"].params
-    assert set(params.keys()) >= {"as_of", "sources", "dry_run"}
+    assert set(params.keys()) >= {"as_of", "sources", "dry_run", "force_send", "force_reason"}
     as_of = params.get_param("as_of")
     assert as_of.value is None  # a run without a date uses the scheduled date
     assert as_of.schema["format"] == "date"
     assert "null" in as_of.schema["type"]
-    for name in ("as_of", "sources", "dry_run"):
+    for name in ("as_of", "sources", "dry_run", "force_send", "force_reason"):
         assert params.get_param(name).schema.get("description_md"), name
 
 

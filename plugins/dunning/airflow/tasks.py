@@ -121,10 +121,17 @@ def resolve_run() -> dict:
         )
     run_type = str(getattr(dag_run, "run_type", "")).lower()
     backfill = "backfill" in run_type or as_of < due_day
+    force, reason = bool(params.get("force_send")), (params.get("force_reason") or "").strip()
+    if force and not reason:
+        raise dconfig.ConfigError(
+            "force_send needs a force_reason: sending for a past date is recorded with why"
+        )
     run = {
         "as_of": as_of.isoformat(),
         "backfill": backfill,
         "dry_run": bool(params.get("dry_run")),
+        "force_send": force,
+        "force_reason": reason or None,
         "accept_gates": list(params.get("accept_gates") or []),
         "run_id": dag_run.run_id,
     }
@@ -252,6 +259,173 @@ def comply(run: dict, planned: dict) -> dict:
     return result
 
 
+@task(retry_policy=DATA_ERRORS)
+def collect_feedback(run: dict, loaded: dict) -> dict:
+    """Bounces, unsubscribes and STOP replies since the last run, into the ledger, so today's
+    gate already respects them."""
+    from dunning import ledger
+    from dunning.feedback import collect_feedback as collect
+
+    cfg = dconfig.load_config()
+    fb = cfg.feedback
+    with ledger.ledger(_ledger_url()) as engine:
+        result = collect(
+            engine,
+            _as_of(run),
+            bounce_dir=cfg.resolve(fb.bounce_mailbox) if fb.bounce_mailbox else None,
+            sms_events=[cfg.resolve(p) for p in fb.sms_events],
+            email_events=[cfg.resolve(p) for p in fb.email_events],
+        )
+    issues = result.pop("quarantine", [])
+    if issues:  # a malformed feed line is kept with its file, line and field, not dropped
+        from dunning import lake
+
+        key = lake.partition("quarantine", _as_of(run)) + "/feedback.parquet"
+        lake.write_parquet(lake_root() / key, _records_frame(issues))
+        result["quarantine_file"] = key
+    result["quarantined"] = len(issues)
+    log.info("Feedback: %s", result)
+    return result
+
+
+def _records_frame(records: list[dict]):  # -> pandas.DataFrame, imported only when there is one
+    import pandas as pd
+
+    return pd.DataFrame(records).astype(str)
+
+
+def _mode(run: dict):  # -> waves.Mode
+    from dunning import waves
+
+    return waves.sending_mode(run, waves.clock(), dconfig.load_config().schedule.timezone)
+
+
+def _object_root(url: str | None, default: ObjectStoragePath) -> ObjectStoragePath:
+    return ObjectStoragePath(url.rstrip("/") + "/") if url else default
+
+
+@task(retry_policy=DATA_ERRORS)
+def prepare_wave(run: dict, planned: dict, decided: dict) -> dict:
+    """Render the day's messages and publish the payment pages -- or, for a dry run, a backfill
+    or a late run, write them all as previews and send nothing."""
+    from dunning import ledger, waves
+
+    cfg, mode = dconfig.load_config(), _mode(run)
+    root = lake_root()
+    with ledger.ledger(_ledger_url()) as engine:
+        result = waves.prepare_wave(
+            cfg,
+            _as_of(run),
+            root,
+            engine,
+            plan_key=planned["plan"],
+            decisions_key=decided["decisions"],
+            mode=mode,
+            now=waves.clock(),
+            portal_root=_object_root(cfg.portal.root, root / "portal"),
+        )
+    log.info(
+        "Wave %s: %s messages %s (%s)",
+        result["wave"],
+        result["contacts"],
+        result["by_channel"],
+        mode.why,
+    )
+    return result
+
+
+def smtp_settings(conn_id: str, cfg: dconfig.Config):  # -> dunning.channels.email.SmtpSettings
+    """The Airflow SMTP connection read the way the smtp provider's SmtpHook reads it."""
+    from dunning.channels.email import SmtpSettings
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    use_ssl = not extra.get("disable_ssl", False)
+    return SmtpSettings(
+        host=conn.host or "localhost",
+        port=conn.port or (465 if use_ssl else 25),
+        user=conn.login or None,
+        password=conn.password or None,
+        ssl=use_ssl,
+        starttls=not use_ssl and not extra.get("disable_tls", False),
+        timeout=float(extra.get("timeout", 30)),
+        messages_per_connection=cfg.channels.email.messages_per_connection,
+        rate_per_second=cfg.channels.email.rate_per_second,
+    )
+
+
+def sms_settings(conn_id: str, cfg: dconfig.Config):  # -> dunning.channels.sms.SmsSettings
+    """An HTTP connection to a Twilio-style API: login = account, password = token,
+    extra ``from`` = the sender number."""
+    from dunning.channels.sms import SmsSettings
+
+    return SmsSettings.from_connection(
+        BaseHook.get_connection(conn_id), rate_per_second=cfg.channels.sms.rate_per_second
+    )
+
+
+def _send(run: dict, wave: dict, channel: str) -> dict:
+    from dunning import ledger, waves
+
+    cfg, mode = dconfig.load_config(), _mode(run)
+    transports = {
+        "email": lambda: waves.EmailTransport(
+            cfg, smtp_settings(cfg.channels.email.connection, cfg)
+        ),
+        "sms": lambda: waves.SmsTransport(sms_settings(cfg.channels.sms.connection, cfg)),
+    }
+    outbox = getattr(cfg.channels, channel).outbox if channel in ("letter", "call") else None
+    with ledger.ledger(_ledger_url()) as engine:
+        result = waves.send_wave(
+            cfg,
+            _as_of(run),
+            lake_root(),
+            engine,
+            wave["wave"],
+            channel,
+            mode=mode,
+            claim=waves.new_claim(run["run_id"], channel),
+            transport=transports.get(channel),
+            outbox=_object_root(outbox, lake_root() / "outbox"),
+        )
+    log.info("%s wave: %s", channel, result)
+    return result
+
+
+# Providers throttle per account: a pool per provider caps how many senders run at once, the
+# channel's rate_per_second caps each sender.  Create them once: `airflow pools set NAME N DESC`.
+POOLS = {
+    "email": "dunning_smtp",
+    "sms": "dunning_sms",
+    "letter": "dunning_files",
+    "call": "dunning_files",
+}
+
+
+@task(pool=POOLS["email"], retry_exponential_backoff=True, retry_delay=timedelta(seconds=30))
+def send_email(run: dict, wave: dict) -> dict:
+    """Email part of the wave: claim, send over one SMTP session, confirm -- exactly once."""
+    return _send(run, wave, "email")
+
+
+@task(pool=POOLS["sms"], retry_exponential_backoff=True, retry_delay=timedelta(seconds=30))
+def send_sms(run: dict, wave: dict) -> dict:
+    """SMS part of the wave through the provider's REST API -- exactly once."""
+    return _send(run, wave, "sms")
+
+
+@task(pool=POOLS["letter"])
+def send_letters(run: dict, wave: dict) -> dict:
+    """The day's letters as one print-ready PDF and manifest for the print vendor."""
+    return _send(run, wave, "letter")
+
+
+@task(pool=POOLS["call"])
+def queue_calls(run: dict, wave: dict) -> dict:
+    """The agents' dialer queue, each call with the window it may be made in."""
+    return _send(run, wave, "call")
+
+
 @task(trigger_rule="all_done", retries=0)
 def summarize(
     run: dict,
@@ -260,13 +434,29 @@ def summarize(
     aged: dict | None,
     planned: dict | None,
     decided: dict | None,
+    wave: dict | None = None,
+    sent: list[dict] | None = None,
+    feedback: dict | None = None,
 ) -> dict:
     """Runs whatever happened upstream: a run stopped by a gate still gets its summary (with
     the reasons), then this task fails so the run shows as failed."""
-    from dunning import lake, reports
+    from dunning import lake, ledger, reports, waves
 
     root = lake_root()
-    result = reports.write_summary(root, run, validated, loaded, aged, planned, decided)
+    with ledger.ledger(_ledger_url()) as engine:
+        messages = waves.day_counts(engine, _as_of(run))
+    result = reports.write_summary(
+        root,
+        run,
+        validated,
+        loaded,
+        aged,
+        planned,
+        decided,
+        wave=wave,
+        sent=sent,
+        messages=messages,
+    )
     log.info("%s", reports.format_summary(lake.read_json(root / result["key"])))
     if result["status"] != "complete":
         raise RuntimeError(f"run {result['status']}; summary at {result['key']}")

@@ -1,0 +1,173 @@
+"""Email: multipart HTML + text reminders over SMTP, one connection for many messages.
+
+Every message carries the opt-out the law and the mailbox providers ask for: a one-click
+``List-Unsubscribe`` (RFC 8058, required by Gmail and Yahoo for bulk senders) next to the
+unsubscribe link in the footer, and ``X-Dunning-Contact`` so a bounce or a complaint finds its
+way back to the contact that caused it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from types import TracebackType
+
+import pandas as pd
+
+from dunning.channels import Outcome, ProviderError, RateLimiter
+
+CONTACT_HEADER = "X-Dunning-Contact"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """What the Airflow SMTP connection says (the adapter reads it; no Airflow import here)."""
+
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    ssl: bool = False  # SMTPS from the first byte (port 465)
+    starttls: bool = False
+    timeout: float = 30.0
+    messages_per_connection: int = 200
+    rate_per_second: float | None = None
+
+
+def message_id(contact_key: str, sender: str) -> str:
+    """Deterministic per contact: the same reminder always has the same Message-ID, so a mail
+    system that de-duplicates by it helps rather than hurts, and a bounce names the contact."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "dunning.invalid"
+    return f"<{hashlib.sha256(contact_key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def build_message(
+    *,
+    contact_key: str,
+    sender: str,
+    to_address: str,
+    to_name: str | None,
+    subject: str,
+    text: str,
+    html: str,
+    locale: str,
+    unsubscribe_url: str,
+    unsubscribe_mailto: str | None = None,
+    reply_to: str | None = None,
+    at: pd.Timestamp | None = None,
+) -> EmailMessage:
+    """One reminder as a MIME message: text first, HTML as the preferred alternative."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    # An Address object, not "name <addr>" text: a display name with a comma ("Smith, Jane")
+    # would otherwise parse as two recipients.
+    msg["To"] = Address(display_name=to_name or "", addr_spec=to_address)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime((at or pd.Timestamp.now(tz="UTC")).to_pydatetime())
+    msg["Message-ID"] = message_id(contact_key, sender)
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    targets = [f"<{unsubscribe_url}>"]
+    if unsubscribe_mailto:
+        targets.append(f"<mailto:{unsubscribe_mailto}?subject=unsubscribe%20{contact_key}>")
+    msg["List-Unsubscribe"] = ", ".join(targets)
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg[CONTACT_HEADER] = contact_key
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    msg["Content-Language"] = locale  # after the bodies: set_content moves Content-* headers
+    return msg
+
+
+class SmtpSender:
+    """One SMTP session reused for many messages (reconnecting every
+    ``messages_per_connection``), rate-limited, with errors sorted into what a wave can do:
+
+    - 5xx refusals of this message: ``ProviderError(permanent=True)`` (mark it failed);
+    - 4xx and refused connections before anything was sent: ``ProviderError(permanent=False)``
+      (nothing left our hands: release it and let the task retry);
+    - a connection lost mid-message propagates as is: its outcome is unknown.
+    """
+
+    def __init__(self, settings: SmtpSettings, envelope_from: str | None = None) -> None:
+        self.settings = settings
+        self.envelope_from = envelope_from
+        self.limiter = RateLimiter(settings.rate_per_second)
+        self._client: smtplib.SMTP | None = None
+        self._sent_on_connection = 0
+
+    def __enter__(self) -> SmtpSender:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        s = self.settings
+        try:
+            if s.ssl:
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=ssl.create_default_context()
+                )
+            else:
+                client = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+                if s.starttls:
+                    client.starttls(context=ssl.create_default_context())
+            if s.user:
+                client.login(s.user, s.password or "")
+        except (OSError, smtplib.SMTPException) as exc:
+            raise ProviderError(
+                f"SMTP connect to {s.host}:{s.port} failed: {exc}", permanent=False
+            ) from exc
+        self._client = client
+        self._sent_on_connection = 0
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.quit()
+            except (OSError, smtplib.SMTPException):
+                self._client.close()
+            self._client = None
+
+    def ready(self) -> None:
+        """Make sure a usable session exists *before* a message is claimed, so a dead server
+        costs a retry, not an unknown outcome."""
+        if (
+            self._client is None
+            or self._sent_on_connection >= self.settings.messages_per_connection
+        ):
+            self.close()
+            self.connect()
+
+    def send(self, message: EmailMessage, recipient: str) -> Outcome:
+        """One message to exactly ``recipient`` (never whatever the headers parse to)."""
+        self.ready()
+        assert self._client is not None
+        self.limiter.wait()
+        try:
+            refused = self._client.send_message(
+                message, from_addr=self.envelope_from, to_addrs=[recipient]
+            )
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            raise ProviderError(f"recipient refused: {codes}", permanent=min(codes) >= 500) from exc
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            raise ProviderError(
+                f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500
+            ) from exc
+        self._sent_on_connection += 1
+        if refused:
+            raise ProviderError(f"recipient refused: {list(refused.values())}", permanent=True)
+        return Outcome("smtp", str(message["Message-ID"]), "accepted")

@@ -1,0 +1,853 @@
+"""Reminder waves: the day's allowed contacts rendered into messages and sent, each exactly once.
+
+Two steps, so a crash in one channel never re-renders or re-sends another:
+
+1. ``prepare_wave`` renders every contact the gate allowed (or scheduled) into its channel's
+   words -- one message per debtor listing all open, undisputed invoices in the debtor's language
+   with money and dates as the debtor's country writes them -- and publishes each debtor's
+   personal payment page.  A dry run, a backfill or a late run writes previews to the lake
+   instead and sends nothing (invariant 2).
+2. ``send_wave`` (one call per channel) asks the compliance gate again at the real clock, then
+   sends with the exactly-once protocol of invariant 1: the ledger row in ``messages`` *is* the
+   claim, inserted before the provider call under the contact key's primary key and confirmed
+   after; a row a crash left ``sending`` becomes ``unknown`` for review and is never resent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from dunning import compliance, lake
+from dunning.channels import Outcome, ProviderError
+from dunning.config import Config
+from dunning.ledger import Debtor, InvoiceSnapshot, Message
+from dunning.quality import isin
+from dunning.schema import LOCALES
+from dunning.templates import (
+    CHANNEL_PARTS,
+    DEFAULT_LOCALE,
+    babel_locale,
+    direction,
+    file_name,
+    format_day,
+    format_money,
+    render,
+)
+
+SENDABLE = ("allowed", "scheduled")
+PAGE_DAYS_TO_FIRST_INSTALMENT = 14
+PUBLISH_THREADS = 16
+WAVE_COLUMNS = (
+    "contact_key",
+    "debtor_id",
+    "channel",
+    "template",
+    "template_version",
+    "locale",
+    "recipient",
+    "subject",
+    "html",
+    "text",
+    "page_key",
+    "page_url",
+    "unsubscribe_url",
+    "name",
+    "timezones",
+    "address",
+    "country",
+    "currency",
+    "balance",
+    "balance_minor",
+    "invoices",
+    "send_at",
+)
+
+
+def clock() -> pd.Timestamp:
+    """Now, in UTC.  ``DUNNING_NOW`` pins it (an ISO instant) for demos, tests and replays: the
+    hours a message may go out depend on the clock, and a demo should not depend on the hour
+    someone runs it."""
+    pinned = os.environ.get("DUNNING_NOW")
+    if not pinned:
+        return pd.Timestamp.now(tz="UTC")
+    at = pd.Timestamp(pinned)
+    return at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Whether this run sends (``send``) and why: send, forced, dry_run, backfill or late."""
+
+    send: bool
+    why: str
+    forced_reason: str | None = None
+
+
+def sending_mode(run: dict, now: pd.Timestamp, zone: str) -> Mode:
+    """A past business date sends nothing unless forced with a reason (invariant 2).  "Past" is
+    also a run whose date is over by the clock: a run the scheduler started days late must not
+    deliver that day's reminders now."""
+    as_of = date.fromisoformat(run["as_of"])
+    if run.get("dry_run"):
+        return Mode(False, "dry_run")
+    late = now.tz_convert(zone).date() > as_of
+    if run.get("backfill") or late:
+        if run.get("force_send"):
+            return Mode(True, "forced", run.get("force_reason"))
+        return Mode(False, "backfill" if run.get("backfill") else "late")
+    return Mode(True, "send")
+
+
+# --- building the messages -----------------------------------------------------------------------
+
+
+@cache
+def template_version(directory: Path, channel: str, template: str, locale: str) -> str:
+    """A short hash of the files a message rendered from: the audit trail's template version."""
+    digest = hashlib.sha256()
+    for part in CHANNEL_PARTS[channel]:
+        path = directory / file_name(channel, template, locale, part)
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()[:12]
+
+
+def _template_locale(directory: Path, channel: str, template: str, locale: str) -> str:
+    """The debtor's language when the template has it, else the default (never no message)."""
+    have = (directory / file_name(channel, template, locale, CHANNEL_PARTS[channel][0])).is_file()
+    return locale if have else DEFAULT_LOCALE
+
+
+def _ledger_rows(engine: sa.Engine, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
+    d, inv, m = Debtor.__table__.c, InvoiceSnapshot.__table__.c, Message.__table__.c
+    with engine.connect() as conn:
+        debtors = pd.read_sql(
+            sa.select(
+                d.debtor_id, d.name, d.locale, d.country, d.region, d.city, d.postal_code,
+                d.email, d.phone, d.timezones,
+            ),
+            conn,
+        )  # fmt: skip
+        invoices = pd.read_sql(
+            sa.select(
+                inv.debtor_id, inv.invoice_id, inv.reference, inv.due_date, inv.currency,
+                inv.open_minor, inv.disputed, inv.doc_type,
+            ).where(inv.as_of == as_of),
+            conn,
+        )  # fmt: skip
+        done = set(conn.execute(sa.select(m.contact_key).where(m.as_of == as_of)).scalars())
+    return debtors, invoices, done
+
+
+def _invoice_lists(
+    invoices: pd.DataFrame, debtors: pd.DataFrame
+) -> tuple[dict[str, list[dict]], pd.Series]:
+    """Per debtor, the invoices a message lists -- open, not disputed (left out, not the whole
+    debtor: design "Debtor, not invoice"), in the currency the debtor is chased in -- formatted
+    for the debtor's locale, and the total in minor units."""
+    chase = debtors.set_index("debtor_id")
+    rows = invoices[
+        (invoices["doc_type"] == "invoice")
+        & (invoices["open_minor"] > 0)
+        & ~invoices["disputed"].astype(bool)
+        & isin(invoices["debtor_id"], chase.index)
+    ]
+    rows = rows[
+        rows["currency"].to_numpy() == chase["currency"].reindex(rows["debtor_id"]).to_numpy()
+    ]
+    rows = rows.sort_values(["debtor_id", "due_date", "invoice_id"], ignore_index=True)
+    loc = chase["babel"].reindex(rows["debtor_id"]).to_numpy()
+    number = (
+        rows["reference"]
+        .fillna(rows["invoice_id"])
+        .where(rows["reference"].fillna("").str.len() > 0, rows["invoice_id"])
+    )
+    amount = [
+        format_money(int(v), c, lo)
+        for v, c, lo in zip(rows["open_minor"], rows["currency"], loc, strict=True)
+    ]
+    due = [
+        format_day(pd.Timestamp(v).date(), lo) for v, lo in zip(rows["due_date"], loc, strict=True)
+    ]
+    records = [
+        {"number": n, "due_date": dd, "amount": a}
+        for n, dd, a in zip(number.astype(str), due, amount, strict=True)
+    ]
+    ids = rows["debtor_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], int)
+    ends = np.r_[starts[1:], len(ids)][: len(starts)]
+    lists = {ids[s]: records[s:e] for s, e in zip(starts, ends, strict=True)}
+    totals = rows.groupby("debtor_id")["open_minor"].sum()
+    return lists, totals
+
+
+def _address(frame: pd.DataFrame) -> pd.Series:
+    """Address lines for a letter's window: name, postcode and city, region, country."""
+    town = (frame["postal_code"].fillna("") + " " + frame["city"].fillna("")).str.strip()
+    parts = pd.concat(
+        [frame["name"].fillna(""), town, frame["region"].fillna(""), frame["country"].fillna("")],
+        axis=1,
+    )
+    return pd.Series(
+        [[p for p in row if p] for row in parts.itertuples(index=False)], index=frame.index
+    )
+
+
+def _page_link(cfg: Config, portal_root: Any, key: str, token: str) -> str:
+    if cfg.portal.base_url:
+        return f"{cfg.portal.base_url.rstrip('/')}/{token}/"
+    return lake.public_url(portal_root / key, cfg.portal.link_days * 86_400)
+
+
+def _plans(total: int, currency: str, loc: str, months: list[int], first_due: str) -> list[dict]:
+    """Instalment options: equal parts rounded up to the minor unit (the last one pays less)."""
+    return [
+        {"count": n, "amount": format_money(-(-total // n), currency, loc), "first_due": first_due}
+        for n in months
+        if n > 1
+    ]
+
+
+def build_wave(
+    cfg: Config,
+    as_of: date,
+    due: pd.DataFrame,
+    debtors: pd.DataFrame,
+    invoices: pd.DataFrame,
+    *,
+    link: Callable[[str, str], str],
+    now: pd.Timestamp,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Render every contact of ``due`` (contact_key, debtor_id, channel, template, currency,
+    send_at) into a wave frame (``WAVE_COLUMNS``) and each debtor's payment page (page key ->
+    HTML).  ``link(key, token)`` turns a page key into the URL the messages carry."""
+    directory = cfg.templates_dir()
+    who = debtors.set_index("debtor_id").reindex(due["debtor_id"].unique())
+    who["currency"] = due.drop_duplicates("debtor_id").set_index("debtor_id")["currency"]
+    who["lang"] = (
+        who["locale"].where(isin(who["locale"], LOCALES), DEFAULT_LOCALE).fillna(DEFAULT_LOCALE)
+    )
+    pairs = {(lg, c) for lg, c in zip(who["lang"], who["country"].fillna(""), strict=True)}
+    babel = {p: babel_locale(*p) for p in pairs}
+    who["babel"] = [
+        babel[(lg, c)] for lg, c in zip(who["lang"], who["country"].fillna(""), strict=True)
+    ]
+    who["address"] = _address(who.reset_index()).to_numpy()
+    lists, totals = _invoice_lists(invoices, who.reset_index())
+    who["total_minor"] = totals.reindex(who.index).fillna(0).astype("int64")
+    third_party = cfg.portfolio.collector == "third_party"
+    licence = cfg.compliance.california_licence if cfg.compliance.collects_in_california else ""
+    company = {"name": cfg.portfolio.name, "email": cfg.portfolio.contact_email}
+    first_due_day = as_of + timedelta(days=PAGE_DAYS_TO_FIRST_INSTALMENT)
+
+    pages: dict[str, str] = {}
+    base: dict[str, dict] = {}
+    for debtor_id, d in who.iterrows():  # one payment page per debtor: a document each
+        token = secrets.token_urlsafe(16)
+        key = f"pages/{token}/index.html"
+        total = format_money(int(d["total_minor"]), d["currency"], d["babel"])
+        ctx = {
+            "lang": d["lang"],
+            "dir": direction(d["lang"]),
+            "company": company,
+            "debtor": {"name": d["name"], "address": d["address"]},
+            "invoices": lists.get(debtor_id, []),
+            "total": total,
+            "currency": d["currency"],
+            "today": format_day(as_of, d["babel"]),
+            "pay_url": link(key, token),
+            "dispute_url": cfg.portal.dispute_url.format(reference=token),
+            "checkout_url": cfg.portal.checkout_url.format(reference=token),
+            "plans": _plans(
+                int(d["total_minor"]),
+                d["currency"],
+                d["babel"],
+                cfg.portal.plan_months,
+                format_day(first_due_day, d["babel"]),
+            ),
+            "call_window": "",
+            "unsubscribe_url": "",
+            "disclosure": cfg.portfolio.disclosure.get(d["lang"], cfg.portfolio.disclosure["en"])
+            if third_party
+            else "",
+            "licence": licence or "",
+        }
+        lang = _template_locale(directory, "page", "payment", d["lang"])
+        pages[key] = render(directory, "page", "payment", lang, "html", ctx).body
+        base[debtor_id] = {"ctx": ctx, "token": token, "page_key": key}
+
+    hours = f"{cfg.compliance.hours_start}-{cfg.compliance.hours_end}"
+    home = who["timezones"].fillna("UTC").str.split("|").str[0]
+    due = due.assign(call_window=(hours + " " + home.reindex(due["debtor_id"])).to_numpy())
+    out = []
+    for r in due.itertuples(index=False):  # rendering is one document per message by nature
+        b = base[r.debtor_id]
+        d = who.loc[r.debtor_id]
+        lang = _template_locale(directory, r.channel, r.template, d["lang"])
+        unsubscribe = cfg.channels.email.unsubscribe_url.format(
+            contact=quote(r.contact_key, safe=""), token=b["token"]
+        )
+        ctx = {**b["ctx"], "unsubscribe_url": unsubscribe, "call_window": r.call_window}
+        parts = {
+            p: render(directory, r.channel, r.template, lang, p, ctx)
+            for p in CHANNEL_PARTS[r.channel]
+        }
+        text = parts.get("txt")
+        html = parts.get("html")
+        out.append(
+            (
+                r.contact_key,
+                r.debtor_id,
+                r.channel,
+                r.template,
+                template_version(directory, r.channel, r.template, lang),
+                lang,
+                d["email"]
+                if r.channel == "email"
+                else d["phone"]
+                if r.channel in ("sms", "call")
+                else None,
+                (text or html).subject if r.channel == "email" else None,
+                html.body if html else None,
+                text.body if text else None,
+                b["page_key"],
+                b["ctx"]["pay_url"],
+                unsubscribe,
+                d["name"],
+                d["timezones"],
+                d["address"],
+                d["country"],
+                d["currency"],
+                b["ctx"]["total"],
+                int(d["total_minor"]),
+                len(b["ctx"]["invoices"]),
+                r.send_at,
+            )
+        )
+    wave = pd.DataFrame(out, columns=list(WAVE_COLUMNS))
+    wave["recipient"] = wave["recipient"].replace("", None)
+    return wave, pages
+
+
+def _safe(key: str) -> str:
+    """A contact key as a file name (keys hold ':'; object stores and shells dislike them)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
+def _put_all(items: Iterator[tuple[Any, bytes, str]]) -> int:
+    """Many small objects at once: S3 latency, not bandwidth, is the cost of a put."""
+    with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
+        done = list(pool.map(lambda it: lake.write_bytes(it[0], it[1], it[2]), items))
+    return len(done)
+
+
+def prepare_wave(
+    cfg: Config,
+    as_of: date,
+    root: Any,
+    engine: sa.Engine,
+    *,
+    plan_key: str,
+    decisions_key: str,
+    mode: Mode,
+    now: pd.Timestamp,
+    portal_root: Any | None = None,
+) -> dict:
+    """Render the day's sendable contacts not yet sent into ``waves/as_of=D/wave.parquet``;
+    publish the payment pages (sending) or write every message and page as previews (not)."""
+    decisions = lake.read_parquet(root / decisions_key)
+    plan = lake.read_parquet(root / plan_key)[["contact_key", "template", "currency"]]
+    debtors, invoices, done = _ledger_rows(engine, as_of)
+    due = decisions.loc[
+        isin(decisions["status"], SENDABLE) & ~isin(decisions["contact_key"], done),
+        ["contact_key", "debtor_id", "channel", "send_at"],
+    ].merge(plan, on="contact_key")
+    portal = portal_root if portal_root is not None else root / "portal"
+    previews = lake.partition("previews", as_of)
+
+    def link(key: str, token: str) -> str:
+        return _page_link(cfg, portal, key, token) if mode.send else f"{previews}/{key}"
+
+    wave, pages = build_wave(cfg, as_of, due, debtors, invoices, link=link, now=now)
+    key = lake.partition("waves", as_of) + "/wave.parquet"
+    lake.write_parquet(root / key, wave)
+    html = "text/html; charset=utf-8"
+    if mode.send:
+        published = _put_all((portal / k, body.encode(), html) for k, body in pages.items())
+    else:
+        files = [(root / previews / k, body.encode(), html) for k, body in pages.items()]
+        for r in wave.itertuples(index=False):
+            stem = f"{previews}/{r.channel}/{_safe(r.contact_key)}"
+            if isinstance(r.html, str):
+                files.append((root / f"{stem}.html", r.html.encode(), html))
+            if isinstance(r.text, str):
+                files.append((root / f"{stem}.txt", r.text.encode(), "text/plain; charset=utf-8"))
+        published = _put_all(iter(files))
+    return {
+        "wave": key,
+        "mode": mode.why,
+        "sending": mode.send,
+        "forced_reason": mode.forced_reason,
+        "contacts": len(wave),
+        "by_channel": {str(k): int(v) for k, v in wave["channel"].value_counts().items()},
+        "pages": len(pages),
+        "previews": None if mode.send else previews,
+        "objects_written": published,
+    }
+
+
+# --- sending, exactly once --------------------------------------------------------------------
+
+
+def _insert_ignore(conn: sa.Connection) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on the ledger's dialect: the claim."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(Message.__table__).on_conflict_do_nothing(index_elements=["contact_key"])
+
+
+def _record(
+    r: Any, as_of: date, status: str, claim: str, now: pd.Timestamp, forced: str | None
+) -> dict:
+    return {
+        "contact_key": r.contact_key,
+        "as_of": as_of,
+        "debtor_id": r.debtor_id,
+        "channel": r.channel,
+        "template": r.template,
+        "template_version": r.template_version,
+        "locale": r.locale,
+        "recipient": r.recipient,
+        "status": status,
+        "claim": claim,
+        "claimed_at": now.to_pydatetime(),
+        "page_key": r.page_key,
+        "forced_reason": forced,
+    }
+
+
+def claim_rows(conn: sa.Connection, records: list[dict], claim: str) -> set[str]:
+    """Insert the claims in one statement; the keys this claim now holds (a key somebody else
+    already holds is simply not among them)."""
+    if not records:
+        return set()
+    conn.execute(_insert_ignore(conn), records)
+    m = Message.__table__.c
+    mine = conn.execute(sa.select(m.contact_key).where(m.claim == claim)).scalars()
+    return set(mine) & {r["contact_key"] for r in records}
+
+
+def _finish(conn: sa.Connection, key: str, claim: str, values: dict) -> None:
+    m = Message.__table__
+    conn.execute(m.update().where(m.c.contact_key == key, m.c.claim == claim).values(**values))
+
+
+def flag_unknown(engine: sa.Engine, as_of: date, channel: str, claim: str) -> int:
+    """Claims a crashed attempt left ``sending``: the provider may or may not have the message,
+    so it goes to review (``python -m dunning review``), never to a blind resend."""
+    m = Message.__table__
+    with engine.begin() as conn:
+        return conn.execute(
+            m.update()
+            .where(
+                m.c.as_of == as_of,
+                m.c.channel == channel,
+                m.c.status == "sending",
+                m.c.claim != claim,
+            )
+            .values(status="unknown", error="outcome unknown: the sending process stopped")
+        ).rowcount
+
+
+class Transport(AbstractContextManager):
+    """What ``send_each`` needs from a channel: ``ready()`` before a claim and ``send(row)``."""
+
+    def ready(self) -> None:  # pragma: no cover - interface
+        ...
+
+    def send(self, row: Any) -> Outcome:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def send_each(
+    engine: sa.Engine,
+    rows: pd.DataFrame,
+    transport: Transport,
+    *,
+    as_of: date,
+    claim: str,
+    forced: str | None,
+    now: Callable[[], pd.Timestamp] = clock,
+) -> Counter:
+    """One provider call per message between a claim and a confirm.
+
+    The confirm of message *i* and the claim of *i + 1* share one transaction, so the ledger
+    sees one commit per message; a crash leaves at most one row ``sending``.  A transient
+    provider error releases the current claim (nothing left our hands) and re-raises, so the
+    task's retry resumes where this stopped.
+    """
+    counts: Counter = Counter()
+    m = Message.__table__
+    pending: tuple[str, dict] | None = None
+    with engine.connect() as conn, transport:
+        try:
+            for r in rows.itertuples(index=False):
+                transport.ready()
+                with conn.begin():
+                    if pending:
+                        _finish(conn, pending[0], claim, pending[1])
+                        pending = None
+                    record = _record(r, as_of, "sending", claim, now(), forced)
+                    if not conn.execute(_insert_ignore(conn), [record]).rowcount:
+                        counts["skipped"] += 1
+                        continue
+                try:
+                    outcome = transport.send(r)
+                except ProviderError as exc:
+                    if not exc.permanent:
+                        mine = (m.c.contact_key == r.contact_key) & (m.c.claim == claim)
+                        with conn.begin():
+                            if exc.uncertain:
+                                conn.execute(
+                                    m.update()
+                                    .where(mine)
+                                    .values(status="unknown", error=f"outcome unknown: {exc}")
+                                )
+                            else:
+                                conn.execute(m.delete().where(mine))
+                        raise
+                    pending = (r.contact_key, {"status": "failed", "error": str(exc)[:2000]})
+                    counts["failed"] += 1
+                    continue
+                pending = (
+                    r.contact_key,
+                    {
+                        "status": "sent",
+                        "sent_at": now().to_pydatetime(),
+                        "provider": outcome.provider,
+                        "provider_id": outcome.provider_id,
+                        "delivery_status": outcome.status,
+                    },
+                )
+                counts["sent"] += 1
+        finally:
+            if pending:
+                with conn.begin():
+                    _finish(conn, pending[0], claim, pending[1])
+    return counts
+
+
+# --- the channels ------------------------------------------------------------------------------
+
+
+class EmailTransport(Transport):
+    """A wave row -> a MIME message -> the SMTP session."""
+
+    def __init__(self, cfg: Config, settings: Any) -> None:
+        from dunning.channels.email import SmtpSender
+
+        self.cfg = cfg.channels.email
+        self.sender = SmtpSender(settings, envelope_from=self.cfg.bounce_address)
+
+    def __enter__(self) -> EmailTransport:
+        self.sender.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sender.close()
+
+    def ready(self) -> None:
+        self.sender.ready()
+
+    def send(self, row: Any) -> Outcome:
+        from dunning.channels.email import build_message
+
+        message = build_message(
+            contact_key=row.contact_key,
+            sender=self.cfg.sender,
+            to_address=row.recipient,
+            to_name=row.name if isinstance(row.name, str) else None,
+            subject=row.subject,
+            text=row.text,
+            html=row.html,
+            locale=row.locale,
+            unsubscribe_url=row.unsubscribe_url,
+            unsubscribe_mailto=self.cfg.unsubscribe_mailto,
+            reply_to=self.cfg.reply_to,
+            at=clock(),
+        )
+        return self.sender.send(message, row.recipient)
+
+
+class SmsTransport(Transport):
+    """A wave row -> one REST call to the SMS provider (one HTTP connection for the wave)."""
+
+    def __init__(self, settings: Any) -> None:
+        from dunning.channels.sms import SmsClient
+
+        self.client = SmsClient(settings)
+
+    def __enter__(self) -> SmsTransport:
+        self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.__exit__(None, None, None)
+
+    def ready(self) -> None:
+        return None
+
+    def send(self, row: Any) -> Outcome:
+        return self.client.send(row.recipient, row.text, row.contact_key)
+
+
+def _problems(cfg: Config, rows: pd.DataFrame) -> pd.Series:
+    """Messages that cannot go out as rendered: no address on the channel, an SMS over its
+    segment cap (cut, it would lose the STOP line), an address the channel cannot use."""
+    problem = pd.Series(None, index=rows.index, dtype=object)
+    channel = rows["channel"]
+    needs_address = isin(channel, ("email", "sms", "call"))
+    problem[needs_address & rows["recipient"].isna()] = "NO_ADDRESS: no address on this channel"
+    sms = (channel == "sms") & rows["recipient"].notna()
+    if sms.any():
+        from dunning.channels.sms import segments
+
+        caps = rows.loc[sms, "template"].map(cfg.channels.sms.max_segments_by_template)
+        caps = caps.fillna(cfg.channels.sms.max_segments).astype(int)
+        count = rows.loc[sms, "text"].map(segments)
+        over = count > caps
+        problem[over[over].index] = [
+            f"SMS_TOO_LONG: {n} segments, the cap is {c}"
+            for n, c in zip(count[over], caps[over], strict=True)
+        ]
+    return problem
+
+
+def _write_batch(
+    cfg: Config,
+    rows: pd.DataFrame,
+    channel: str,
+    outbox: Any,
+    as_of: date,
+    tag: str,
+    now: pd.Timestamp,
+    windows: pd.DataFrame,
+) -> str:
+    """Letters: one print-ready PDF and its vendor manifest; calls: the dialer's queue file."""
+    folder = lake.partition(f"{channel}s", as_of)
+    if channel == "letter":
+        from dunning.channels.letters import letters_pdf, print_manifest
+
+        pdf, pages = letters_pdf(list(rows["html"]))
+        key = f"{folder}/letters-{tag}.pdf"
+        lake.write_bytes(outbox / f"{folder}/letters-{tag}.csv", print_manifest(rows, pages))
+        lake.write_bytes(outbox / key, pdf, "application/pdf")
+        return key
+    from dunning.channels.calls import dialer_file
+
+    queue = rows.assign(phone=rows["recipient"], script=rows["text"])
+    key = f"{folder}/queue-{tag}.csv"
+    lake.write_bytes(outbox / key, dialer_file(queue), "text/csv; charset=utf-8")
+    return key
+
+
+def _with_call_windows(
+    cfg: Config, rows: pd.DataFrame, now: pd.Timestamp, windows: pd.DataFrame
+) -> pd.DataFrame:
+    """Each call's window today: from now (or its scheduled time) while it stays inside the
+    hours in every zone and outside the debtor's designated times; NaT when nothing is left."""
+    from dunning.channels.calls import call_windows
+
+    rows = rows.reset_index(drop=True)
+    start = pd.to_datetime(rows["send_at"], utc=True).fillna(now).clip(lower=now)
+    positions = pd.DataFrame({"debtor_id": rows["debtor_id"].to_numpy()}).reset_index(names="row")
+    per_row = positions.merge(windows, on="debtor_id").drop(columns="debtor_id")
+    span = call_windows(
+        start,
+        rows["timezones"].fillna("UTC"),
+        per_row,
+        hours_start=cfg.compliance.hours_start,
+        hours_end=cfg.compliance.hours_end,
+    )
+    return rows.assign(
+        window_start=span["window_start"].to_numpy(), window_end=span["window_end"].to_numpy()
+    )
+
+
+def send_wave(
+    cfg: Config,
+    as_of: date,
+    root: Any,
+    engine: sa.Engine,
+    wave_key: str,
+    channel: str,
+    *,
+    mode: Mode,
+    claim: str,
+    transport: Callable[[], Transport] | None = None,
+    outbox: Any | None = None,
+    now: pd.Timestamp | None = None,
+) -> dict:
+    """Send one channel's part of the wave.  Before anything goes out the gate decides again at
+    the real clock: a contact now outside its hours waits for a later wave; one blocked for any
+    other reason (an opt-out since the morning) is recorded ``suppressed`` with the reasons."""
+    result: dict[str, Any] = {"channel": channel, "mode": mode.why}
+    if not mode.send:
+        return {**result, "sent": 0, "skipped": f"nothing sent ({mode.why})"}
+    now = now if now is not None else clock()
+    wave = lake.read_parquet(root / wave_key)
+    rows = wave[wave["channel"] == channel]
+    result["unknown_flagged"] = flag_unknown(engine, as_of, channel, claim)
+    m = Message.__table__.c
+    with engine.connect() as conn:
+        done = set(conn.execute(sa.select(m.contact_key).where(m.as_of == as_of)).scalars())
+    rows = rows[~isin(rows["contact_key"], done)].reset_index(drop=True)
+    counts: Counter = Counter()
+    if len(rows):
+        decided, _, windows = compliance.decide(
+            engine, cfg, as_of, rows[["debtor_id", "channel"]], now, in_batch=False
+        )
+        allowed = decided["allowed"].to_numpy()
+        waiting = ~allowed & decided["next_allowed_at"].notna().to_numpy()
+        problems = _problems(cfg, rows)
+        stopped = [
+            {**_record(r, as_of, status, claim, now, mode.forced_reason), "error": error}
+            for r, status, error in _stopped(rows, allowed, waiting, decided["reasons"], problems)
+        ]
+        with engine.begin() as conn:
+            claim_rows(conn, stopped, claim)
+        counts.update(s["status"] for s in stopped)
+        counts["waiting"] = int(waiting.sum())
+        go = rows[allowed & problems.isna().to_numpy()]
+        if channel in ("email", "sms"):
+            assert transport is not None, f"{channel} needs a transport"
+            counts += send_each(
+                engine, go, transport(), as_of=as_of, claim=claim, forced=mode.forced_reason
+            )
+        elif len(go):
+            if channel == "call":  # a call with no window left today waits for tomorrow's queue
+                go = _with_call_windows(cfg, go, now, windows)
+                counts["waiting"] += int(go["window_start"].isna().sum())
+                go = go[go["window_start"].notna()]
+            records = [
+                _record(r, as_of, "sending", claim, now, mode.forced_reason)
+                for r in go.itertuples()
+            ]
+            with engine.begin() as conn:
+                mine = claim_rows(conn, records, claim)
+            go = go[isin(go["contact_key"], mine)]
+            tag = f"{now:%Y%m%dT%H%M%S}-{claim.rsplit('|', 1)[-1][:8]}"
+            key = _write_batch(
+                cfg,
+                go,
+                channel,
+                outbox if outbox is not None else root / "outbox",
+                as_of,
+                tag,
+                now,
+                windows,
+            )
+            with engine.begin() as conn:
+                conn.execute(
+                    Message.__table__.update()
+                    .where(m.claim == claim, m.status == "sending")
+                    .values(
+                        status="sent",
+                        sent_at=now.to_pydatetime(),
+                        provider="print" if channel == "letter" else "dialer",
+                        provider_id=key,
+                        delivery_status="queued",
+                    )
+                )
+            counts["sent"] += len(go)
+            result["file"] = key
+    return {**result, **{k: int(v) for k, v in counts.items()}, "sent": int(counts["sent"])}
+
+
+def _stopped(
+    rows: pd.DataFrame,
+    allowed: np.ndarray,
+    waiting: np.ndarray,
+    reasons: pd.Series,
+    problems: pd.Series,
+) -> Iterator[tuple[Any, str, str]]:
+    """The rows that end here, with their status and why: blocked at the re-check
+    (``suppressed``) or unsendable as rendered (``failed``)."""
+    blocked = ~allowed & ~waiting
+    for r, b, a, why, problem in zip(
+        rows.itertuples(index=False), blocked, allowed, reasons, problems, strict=True
+    ):
+        if b:
+            yield r, "suppressed", f"blocked at send: {why}"
+        elif a and isinstance(problem, str):
+            yield r, "failed", problem
+
+
+def new_claim(run_id: str, channel: str) -> str:
+    """Whose claim a row is: the run, the channel and this attempt (a retry is a new attempt)."""
+    return f"{run_id}|{channel}|{uuid.uuid4().hex[:12]}"
+
+
+def day_counts(engine: sa.Engine, as_of: date) -> dict:
+    """The day's messages by status and channel, from the ledger (so a re-run's summary counts
+    what earlier attempts sent too)."""
+    m = Message.__table__.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(m.status, m.channel, sa.func.count())
+            .where(m.as_of == as_of)
+            .group_by(m.status, m.channel)
+        ).all()
+    out: dict[str, dict[str, int]] = {}
+    for status, channel, n in rows:
+        out.setdefault(status, {})[channel] = int(n)
+    return out
+
+
+# --- review of unknown outcomes ----------------------------------------------------------------
+
+
+def unknown_messages(engine: sa.Engine, as_of: date | None = None) -> pd.DataFrame:
+    """Sends whose outcome a crash lost: what the operator checks with the provider."""
+    m = Message.__table__.c
+    query = sa.select(
+        m.contact_key, m.as_of, m.channel, m.claimed_at, m.provider_id, m.error
+    ).where(m.status == "unknown")
+    if as_of is not None:
+        query = query.where(m.as_of == as_of)
+    with engine.connect() as conn:
+        return pd.read_sql(query.order_by(m.as_of, m.contact_key), conn)
+
+
+def resolve_unknown(engine: sa.Engine, contact_key: str, *, delivered: bool, note: str) -> bool:
+    """Close a review: delivered -> ``sent``; not delivered -> the claim is released so the next
+    wave of that day sends it.  Only ``unknown`` rows can be resolved."""
+    m = Message.__table__
+    where = (m.c.contact_key == contact_key) & (m.c.status == "unknown")
+    with engine.begin() as conn:
+        if delivered:
+            done = conn.execute(
+                m.update().where(where).values(status="sent", error=f"review: {note}")
+            )
+        else:
+            done = conn.execute(m.delete().where(where))
+    return bool(done.rowcount)
