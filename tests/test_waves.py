@@ -347,7 +347,7 @@ def test_sent_messages_count_for_the_next_days_cadence_and_caps(day):
 
 
 def test_a_day_already_sent_prepares_an_empty_wave_and_sends_nothing(day):
-    engine, root = day
+
     result, _ = prepare(day)
     for channel in ("email", "sms", "letter", "call"):
         send(day, result["wave"], channel, Recorder())
