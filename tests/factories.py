@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import date
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,30 @@ from dunning.generate import ERP_LAYOUT
 from dunning.schema import DEBTOR_OPTIONAL, DEBTOR_REQUIRED
 
 ERP_HEADER = list(ERP_LAYOUT["columns"])
+
+
+def ledger_debtor(debtor_id: str, as_of: date, **kw: object) -> dict:
+    """A ledger ``debtors`` row: a consenting consumer in Austin unless ``kw`` says otherwise."""
+    return {
+        "debtor_id": debtor_id,
+        "source": "erp",
+        "name": f"Debtor {debtor_id}",
+        "kind": "consumer",
+        "country": "US",
+        "region": "TX",
+        "city": "Austin",
+        "timezones": "America/Chicago",
+        "locale": "en",
+        "employer_email": False,
+        "consent_email": True,
+        "consent_sms": True,
+        "opted_out": "",
+        "first_seen_as_of": as_of,
+        "last_seen_as_of": as_of,
+        **kw,
+    }
+
+
 CUSTOMER_HEADER = [*DEBTOR_REQUIRED, *DEBTOR_OPTIONAL]
 
 

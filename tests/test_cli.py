@@ -10,8 +10,8 @@ import sys
 from tests.conftest import REPO
 
 
-def dunning(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}"}
+def dunning(*args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}", **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "dunning", *args], env=env, capture_output=True, text=True
     )
@@ -20,7 +20,7 @@ def dunning(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_subcommands():
     out = dunning("--help")
     assert out.returncode == 0
-    for sub in ("generate", "bench", "demo", "ui", "services", "compliance"):
+    for sub in ("generate", "bench", "demo", "ui", "services", "compliance", "review"):
         assert sub in out.stdout
 
 
@@ -93,3 +93,44 @@ def test_compliance_check_answers_each_line_in_order_and_survives_bad_lines(tmp_
     assert results[2] == {"id": "s2", "allowed": True, "reasons": []}  # letters ignore the hour
     assert results[3]["id"] == "s3" and "Mars/Olympus" in results[3]["error"]
     assert len(results) == 4
+
+
+def test_review_lists_unknown_sends_and_resolves_them(tmp_path):
+    from datetime import UTC, date, datetime
+
+    import sqlalchemy as sa
+
+    from dunning import ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    ledger.migrate(url)
+    row = {
+        "as_of": date(2026, 11, 23),
+        "debtor_id": "D1",
+        "channel": "email",
+        "template": "reminder_overdue",
+        "template_version": "abc",
+        "locale": "en",
+        "claim": "run|email|1",
+        "claimed_at": datetime(2026, 11, 23, 15, tzinfo=UTC),
+    }
+    with ledger.ledger(url) as engine, engine.begin() as conn:
+        conn.execute(
+            sa.insert(ledger.Message.__table__),
+            [
+                {**row, "contact_key": "D1:s:a:email:2026-11-23", "status": "unknown"},
+                {**row, "contact_key": "D2:s:a:email:2026-11-23", "status": "sent"},
+            ],
+        )
+    listed = dunning("review", DUNNING_LEDGER_URL=url)
+    assert listed.returncode == 0, listed.stderr
+    keys = [json.loads(line)["contact_key"] for line in listed.stdout.splitlines()]
+    assert keys == ["D1:s:a:email:2026-11-23"]
+    half = dunning("review", "--resolve", "D1:s:a:email:2026-11-23", DUNNING_LEDGER_URL=url)
+    assert half.returncode == 2 and "--outcome" in half.stderr
+    done = dunning(
+        "review", "--resolve", "D1:s:a:email:2026-11-23", "--outcome", "not-delivered",
+        "--note", "provider log checked", DUNNING_LEDGER_URL=url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert dunning("review", DUNNING_LEDGER_URL=url).stdout == ""

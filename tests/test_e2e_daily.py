@@ -49,10 +49,10 @@ def daily_env(airflow_db, s3_server, smtp_server, sms_server, s3_bucket, tmp_pat
     return use
 
 
-def run(conf: dict, **test_kwargs) -> tuple[str, dict]:
+def run(conf: dict, dag_id: str = "dunning_daily", **test_kwargs) -> tuple[str, dict]:
     from dunning.airflow.run import run_dag
 
-    return run_dag("dunning_daily", conf, **test_kwargs)
+    return run_dag(dag_id, conf, **test_kwargs)
 
 
 def get_json(client, bucket, key):
@@ -222,6 +222,30 @@ def test_the_wave_reaches_every_channel_exactly_once(
     assert _new_files(maildir, mail_before) == files
     assert len(sms_sink.read_messages(sms_dir)) - sms_before == sent["sms"]
     assert get_json(s3_client, s3_bucket, reports.summary_key(TODAY))["messages_sent"] == sent
+
+
+def test_contacts_outside_their_hours_wait_for_a_later_wave_of_the_day(
+    daily_env, s3_client, s3_bucket, monkeypatch, tmp_path
+):
+    daily_env(TODAY)
+    # 14:30 UTC: morning in New York, but 06:30 in Los Angeles -- too early for some debtors
+    monkeypatch.setenv("DUNNING_NOW", f"{TODAY.isoformat()}T14:30:00Z")
+    state, tasks = run({"as_of": TODAY.isoformat()})
+    assert state == "success", tasks
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
+    waiting = sum(summary["messages_waiting"].values())
+    assert waiting > 0, summary["messages_waiting"]
+    sent_early = summary["messages_sent"]
+
+    monkeypatch.setenv("DUNNING_NOW", f"{TODAY.isoformat()}T17:30:00Z")  # 09:30 in LA
+    state, tasks = run({"as_of": TODAY.isoformat()}, dag_id="dunning_waves")
+    assert state == "success", tasks
+    later = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))["messages_sent"]
+    assert sum(later.values()) > sum(sent_early.values())
+    with ledger.ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as engine, engine.connect() as c:
+        rows = pd.read_sql(sa.select(ledger.Message.__table__), c)
+    assert rows["contact_key"].is_unique
+    assert (rows["status"] == "sent").sum() == sum(later.values())
 
 
 def test_past_date_is_a_backfill_that_previews_and_sends_nothing(

@@ -22,6 +22,7 @@ import yaml
 from dunning import lake, ledger, sms_sink, waves
 from dunning.config import REPO_ROOT, load_config
 from dunning.smtp_sink import ENVELOPE_TO, read_mailbox
+from tests.factories import ledger_debtor
 
 pytestmark = pytest.mark.services
 
@@ -69,20 +70,7 @@ def wave_setup(tmp_path, smtp_server, sms_server):
     with ledger.ledger(url) as engine, engine.begin() as conn:
         conn.execute(
             sa.insert(ledger.Debtor.__table__),
-            [
-                {
-                    **row,
-                    "source": "s",
-                    "kind": "consumer",
-                    "employer_email": False,
-                    "consent_email": True,
-                    "consent_sms": True,
-                    "opted_out": "",
-                    "first_seen_as_of": AS_OF,
-                    "last_seen_as_of": AS_OF,
-                }
-                for row in debtors.to_dict("records")
-            ],
+            [ledger_debtor(r.pop("debtor_id"), AS_OF, **r) for r in debtors.to_dict("records")],
         )
     due = pd.concat(
         [

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from dunning import feedback, ledger
+from tests.factories import ledger_debtor
 
 AS_OF = date(2026, 11, 23)
 LATER = date(2026, 11, 25)
@@ -294,28 +295,7 @@ def _seed(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             sa.insert(ledger.Debtor.__table__),
-            [
-                {
-                    "debtor_id": d,
-                    "source": "erp",
-                    "name": f"Debtor {d}",
-                    "kind": "consumer",
-                    "country": "US",
-                    "region": "TX",
-                    "city": "Austin",
-                    "timezones": "America/Chicago",
-                    "locale": "en",
-                    "email": mail,
-                    "phone": phone,
-                    "employer_email": False,
-                    "consent_email": True,
-                    "consent_sms": True,
-                    "opted_out": "",
-                    "first_seen_as_of": AS_OF,
-                    "last_seen_as_of": AS_OF,
-                }
-                for d, mail, phone in DEBTORS
-            ],
+            [ledger_debtor(d, AS_OF, email=mail, phone=phone) for d, mail, phone in DEBTORS],
         )
         conn.execute(
             sa.insert(ledger.Message.__table__),

@@ -7,9 +7,7 @@ The sink tests talk real HTTP to ``dunning.sms_sink`` (started once per session 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,6 +33,7 @@ from dunning.channels.sms import (
     units,
 )
 from dunning.services import Service
+from tests.test_services import _cli
 
 REPO = Path(__file__).resolve().parents[1]
 ALEF = "ا"  # U+0627 ARABIC LETTER ALEF
@@ -515,21 +514,8 @@ def test_sms_connection_env_shape() -> None:
 
 @pytest.mark.services
 def test_cli_starts_and_stops_sms(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "plugins"), env.get("PYTHONPATH", "")) if p
-    )
-
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "dunning", "services", *args, "--state-dir", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO,
-            timeout=60,
-            check=False,
-        )
+        return _cli(*args, "--state-dir", str(tmp_path))
 
     started = cli("start", "--which", "sms")
     assert started.returncode == 0, started.stderr

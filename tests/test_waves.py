@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from dunning import lake, ledger, waves
 from dunning.channels import Outcome, ProviderError
 from dunning.config import Config
+from tests.factories import ledger_debtor
 
 AS_OF = date(2026, 11, 23)
 NOON = pd.Timestamp("2026-11-23T16:30:00Z")  # inside hours from Los Angeles to Riyadh
@@ -53,26 +54,19 @@ def day(ledger_engine, tmp_path):
         conn.execute(
             sa.insert(ledger.Debtor.__table__),
             [
-                {
-                    "debtor_id": d,
-                    "source": "s",
-                    "name": name,
-                    "kind": "consumer",
-                    "country": country,
-                    "region": region,
-                    "city": city,
-                    "postal_code": "75001" if country == "FR" else None,
-                    "timezones": zone,
-                    "locale": loc,
-                    "email": email,
-                    "phone": phone or None,
-                    "employer_email": False,
-                    "consent_email": True,
-                    "consent_sms": True,
-                    "opted_out": "",
-                    "first_seen_as_of": AS_OF,
-                    "last_seen_as_of": AS_OF,
-                }
+                ledger_debtor(
+                    d,
+                    AS_OF,
+                    name=name,
+                    country=country,
+                    region=region,
+                    city=city,
+                    postal_code="75001" if country == "FR" else None,
+                    timezones=zone,
+                    locale=loc,
+                    email=email,
+                    phone=phone or None,
+                )
                 for d, name, country, region, city, zone, loc, email, phone in DEBTORS
             ],
         )

@@ -93,7 +93,7 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
                 )
                 result = {"emails": len(wave), "pages": len(pages)}
             elif name == "send_email":
-                result, start = _send_email(work, engine, cfg)
+                result, start = _send_email(work, cfg)
             else:
                 batch = compliance_batch(size, HISTORY_PER_CONTACT * size)
                 start = time.perf_counter()  # the engine alone, not building its input
@@ -164,32 +164,35 @@ def wave_inputs(emails: int, seed: int = 0) -> tuple[Any, Any, Any]:
     return due, debtors, invoices
 
 
-def _send_email(work: Path, engine: Any, cfg: Any) -> tuple[dict, float]:
+def _send_email(work: Path, cfg: Any) -> tuple[dict, float]:
     """A wave of SEND_MESSAGES emails through the real SMTP path (claim, send, confirm per
-    message) to the local SMTP server, started here and stopped by pid."""
+    message) to the local SMTP server, started here and stopped by pid; on a fresh SQLite
+    ledger each time, or the claims of the previous bench would (rightly) send nothing."""
     import pandas as pd
 
-    from dunning import services, waves
+    from dunning import ledger, services, waves
     from dunning.channels.email import SmtpSettings
 
+    url = f"sqlite:///{work / 'send-bench.sqlite'}"
+    (work / "send-bench.sqlite").unlink(missing_ok=True)
+    ledger.migrate(url)
     due, debtors, invoices = wave_inputs(SEND_MESSAGES, seed=1)
     wave, _ = waves.build_wave(
         cfg, AS_OF, due, debtors, invoices, link=_link, now=pd.Timestamp.now(tz="UTC")
     )
     smtp = services.start_smtp(work / "smtp")
     try:
-        transport = waves.EmailTransport(
-            cfg, SmtpSettings(host="127.0.0.1", port=smtp.port, ssl=False)
-        )
-        start = time.perf_counter()
-        counts = waves.send_each(
-            engine,
-            wave,
-            transport,
-            as_of=AS_OF,
-            claim=waves.new_claim("bench", "email"),
-            forced=None,
-        )
+        settings = SmtpSettings(host="127.0.0.1", port=smtp.port, ssl=False)
+        with ledger.ledger(url) as engine:
+            start = time.perf_counter()
+            counts = waves.send_each(
+                engine,
+                wave,
+                waves.EmailTransport(cfg, settings),
+                as_of=AS_OF,
+                claim=waves.new_claim("bench", "email"),
+                forced=None,
+            )
     finally:
         services.stop(smtp)
     return {"sent": counts["sent"]}, start
@@ -306,10 +309,10 @@ def main(
         try:
             for rec in run_size(size, workdir, stages):
                 records.append(rec)
-                rate = rec.get("messages_per_second")
+                rate = rec.get("messages_per_second", None)
                 print(
                     f"{size:>9} {rec['stage']:<16} {rec['seconds']:>9.2f} {rec['peak_mb']:>9.0f}"
-                    + (f"   {rate} messages/s (target 200)" if rate else ""),
+                    + (f"   {rate} messages/s (target 200)" if rate is not None else ""),
                     flush=True,
                 )
         finally:

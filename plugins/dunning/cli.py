@@ -74,6 +74,9 @@ def _review(args: argparse.Namespace) -> int:
     from dunning import ledger, waves
     from dunning.config import ledger_url
 
+    if args.resolve and not args.outcome:
+        print("review: --resolve needs --outcome delivered|not-delivered", file=sys.stderr)
+        return 2
     ledger.migrate(ledger_url())
     with ledger.ledger(ledger_url()) as engine:
         if args.resolve:

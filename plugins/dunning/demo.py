@@ -157,7 +157,25 @@ def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
         print(f"\nSummary: s3://{LAKE_BUCKET}/{key}   Airflow log: {log}")
         snapshots = client.list_objects_v2(Bucket=LAKE_BUCKET, Prefix="snapshots/")
         print(f"Snapshot objects on S3: {[o['Key'] for o in snapshots.get('Contents', [])]}")
+        show_deliveries(client, svc, as_of)
     return 0
+
+
+def show_deliveries(client: Any, svc: dict, as_of: date) -> None:
+    """Where the wave went: the SMTP server's mailbox, the SMS provider's log, the outbox."""
+    from dunning import sms_sink
+
+    maildir = Path(svc["smtp"].extra["maildir"])
+    texts = sms_sink.read_messages(Path(svc["sms"].extra["dir"]))
+    print(
+        f"Emails received by the local SMTP server: {len(list(maildir.glob('*.eml')))} in {maildir}"
+    )
+    print(f"SMS received by the local provider: {len(texts)} (log: {svc['sms'].extra['dir']})")
+    for area in ("letters", "calls"):
+        found = client.list_objects_v2(Bucket=LAKE_BUCKET, Prefix=f"outbox/{area}/as_of={as_of}/")
+        print(f"Outbox {area}: {[o['Key'] for o in found.get('Contents', [])] or 'none today'}")
+    pages = client.list_objects_v2(Bucket=LAKE_BUCKET, Prefix="portal/pages/")
+    print(f"Payment pages published: {pages.get('KeyCount', 0)} under s3://{LAKE_BUCKET}/portal/")
 
 
 # airflow standalone would also start log servers that bind every interface (their host is

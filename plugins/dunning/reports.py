@@ -146,6 +146,22 @@ def write_summary(
     return {"key": key, "status": summary["status"], **{k: summary[k] for k in SUMMARY_FIELDS}}
 
 
+def refresh_messages(root: Any, as_of: date, messages: dict[str, dict[str, int]]) -> dict | None:
+    """A later wave of the day (``dunning_waves``) sent more: bring the day's summary's message
+    counts up to the ledger's.  None when the day has no summary yet."""
+    path = root / summary_key(as_of)
+    if not path.exists():
+        return None
+    summary = lake.read_json(path)
+    summary["messages_sent"] = messages.get("sent", {})
+    summary["messages_failed"] = messages.get("failed", {})
+    summary["messages_unknown"] = messages.get("unknown", {})
+    summary["messages_suppressed_at_send"] = messages.get("suppressed", {})
+    summary["messages_refreshed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    lake.write_json(path, summary)
+    return summary
+
+
 def format_summary(summary: dict) -> str:
     """A plain-text table for the terminal and the task log (counts only, no PII)."""
     lines = [f"Dunning run summary — as of {summary['as_of']} ({summary.get('status')})"]

@@ -67,6 +67,13 @@ def daily_schedule() -> CronTriggerTimetable:
     return CronTriggerTimetable(sched.cron, timezone=sched.timezone)
 
 
+def waves_schedule() -> CronTriggerTimetable:
+    """Every hour at :30 in the config's zone: later waves of the day (``dunning_waves``)."""
+    path = dconfig.config_path()
+    zone = dconfig.load_config(path).schedule.timezone if path.exists() else "UTC"
+    return CronTriggerTimetable("30 * * * *", timezone=zone)
+
+
 def lake_root() -> ObjectStoragePath:
     return ObjectStoragePath(dconfig.lake_url().rstrip("/") + "/")
 
@@ -424,6 +431,32 @@ def send_letters(run: dict, wave: dict) -> dict:
 def queue_calls(run: dict, wave: dict) -> dict:
     """The agents' dialer queue, each call with the window it may be made in."""
     return _send(run, wave, "call")
+
+
+@task(retry_policy=DATA_ERRORS)
+def todays_wave(run: dict) -> dict:
+    """The wave the daily run prepared for this date; none yet (the daily run has not got that
+    far) skips the senders."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from dunning import lake
+
+    key = lake.partition("waves", _as_of(run)) + "/wave.parquet"
+    if not (lake_root() / key).exists():
+        raise AirflowSkipException(f"no wave for {run['as_of']} yet ({key})")
+    return {"wave": key}
+
+
+@task(trigger_rule="none_failed_min_one_success")
+def refresh_summary(run: dict, sent: list[dict | None]) -> dict | None:
+    """The day's summary counts what this wave sent too."""
+    from dunning import ledger, reports, waves
+
+    with ledger.ledger(_ledger_url()) as engine:
+        messages = waves.day_counts(engine, _as_of(run))
+    summary = reports.refresh_messages(lake_root(), _as_of(run), messages)
+    log.info("Messages of %s: %s", run["as_of"], messages)
+    return summary and {"messages_sent": summary["messages_sent"]}
 
 
 @task(trigger_rule="all_done", retries=0)

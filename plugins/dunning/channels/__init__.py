@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
 
 
 class ProviderError(RuntimeError):
@@ -26,6 +28,28 @@ class ProviderError(RuntimeError):
         super().__init__(message)
         self.permanent = permanent
         self.uncertain = uncertain
+
+
+class Session:
+    """A provider session as a context manager: ``open()`` on entry, ``close()`` on exit."""
+
+    def open(self) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,12 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final, Literal
 
 import httpx
 import phonenumbers
 
-from dunning.channels import Outcome, ProviderError, RateLimiter
+from dunning.channels import Outcome, ProviderError, RateLimiter, Session
 
 # --------------------------------------------------------------------------------------------
 # GSM 03.38 / 3GPP TS 23.038
@@ -177,10 +176,9 @@ class SmsError(ProviderError):
         uncertain: bool = False,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, permanent=permanent)
+        super().__init__(message, permanent=permanent, uncertain=uncertain)
         self.status_code = status_code
         self.code = code
-        self.uncertain = uncertain
         self.retry_after = retry_after
 
 
@@ -260,7 +258,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None  # an HTTP date: rare from APIs, not worth parsing
 
 
-class SmsClient:
+class SmsClient(Session):
     """One keep-alive HTTP client for a whole wave; use as ``with SmsClient(settings) as sms:``.
 
     Thread-safe: ``send`` may be called from a pool of threads (the rate limiter and httpx's
@@ -308,18 +306,6 @@ class SmsClient:
             client, self._client = self._client, None
         if client is not None:
             client.close()
-
-    def __enter__(self) -> SmsClient:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- sending
 
