@@ -84,19 +84,7 @@ from dunning.airflow.risk_tasks import load_history
             description_md="Compute and report everything, render every message as a preview "
             "in the lake (`previews/as_of=…/`), send nothing.",
         ),
-        "force_send": Param(
-            False,
-            type="boolean",
-            title="Send although the date is past",
-            description_md="A backfill (or a run started after its day) sends nothing. Tick "
-            "this only to deliver a past day's wave on purpose; it needs a reason.",
-        ),
-        "force_reason": Param(
-            "",
-            type="string",
-            title="Why send for a past date",
-            description_md="Recorded on every message this run sends and in the summary.",
-        ),
+        **t.force_params(),
     },
     tags=["dunning", "collections", "daily"],
     doc_md=__doc__,

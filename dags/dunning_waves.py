@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
 from dunning.airflow import tasks as t
 
@@ -33,8 +33,7 @@ from dunning.airflow import tasks as t
     default_args=t.DEFAULT_ARGS,
     params={
         "as_of": t.as_of_param("Empty: today. A past date sends nothing unless forced."),
-        "force_send": Param(False, type="boolean", title="Send although the date is past"),
-        "force_reason": Param("", type="string", title="Why send for a past date"),
+        **t.force_params(),
     },
     tags=["dunning", "collections", "waves"],
     doc_md=__doc__,

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import uuid
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -484,11 +485,13 @@ def flag_unknown(engine: sa.Engine, as_of: date, channel: str, claim: str) -> in
 class Transport(AbstractContextManager):
     """What ``send_each`` needs from a channel: ``ready()`` before a claim and ``send(row)``."""
 
-    def ready(self) -> None:  # pragma: no cover - interface
-        ...
+    @abstractmethod
+    def ready(self) -> None:
+        """Make sure the provider can take a message now, so a dead provider costs a retry."""
 
-    def send(self, row: Any) -> Outcome:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def send(self, row: Any) -> Outcome:
+        """Hand one wave row to the provider; raise ``ProviderError`` when it refuses."""
 
 
 def send_each(

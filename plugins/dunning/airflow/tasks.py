@@ -60,6 +60,25 @@ def as_of_param(description_md: str) -> Param:
     )
 
 
+def force_params() -> dict[str, Param]:
+    """Sending for a past date: off unless ticked, and then only with a reason (recorded)."""
+    return {
+        "force_send": Param(
+            False,
+            type="boolean",
+            title="Send although the date is past",
+            description_md="A backfill (or a run started after its day) sends nothing. Tick "
+            "this only to deliver a past day's wave on purpose; it needs a reason.",
+        ),
+        "force_reason": Param(
+            "",
+            type="string",
+            title="Why send for a past date",
+            description_md="Recorded on every message this run sends and in the summary.",
+        ),
+    }
+
+
 def daily_schedule() -> CronTriggerTimetable:
     """The config's cron in the config's zone; defaults when no config exists yet (fresh UI)."""
     path = dconfig.config_path()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -30,14 +31,16 @@ class ProviderError(RuntimeError):
         self.uncertain = uncertain
 
 
-class Session:
+class Session(ABC):
     """A provider session as a context manager: ``open()`` on entry, ``close()`` on exit."""
 
+    @abstractmethod
     def open(self) -> Any:
-        raise NotImplementedError
+        """Connect (or check the connection) before anything is claimed."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the connection; safe to call twice."""
 
     def __enter__(self) -> Self:
         self.open()
