@@ -102,7 +102,6 @@ def wave_setup(tmp_path, smtp_server, sms_server):
     )
     wave, _ = waves.build_wave(
         cfg, AS_OF, due, debtors, invoices, link=lambda k, t: f"https://pay.example/{t}/",
-        now=pd.Timestamp(NOW),
     )  # fmt: skip
     lake_url = (tmp_path / "lake").as_uri()
     lake.write_parquet(lake.root(lake_url) / "wave.parquet", wave)

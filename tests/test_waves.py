@@ -117,7 +117,6 @@ def prepare(day, mode=SEND, cfg=None):
         plan_key="plan.parquet",
         decisions_key="decisions.parquet",
         mode=mode,
-        now=NOON,
     )
     return result, lake.read_parquet(root / result["wave"]).set_index("contact_key")
 

@@ -47,7 +47,6 @@ AS_OF = date(2026, 11, 23)
 
 def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) -> None:
     """One stage, exactly as the DAG task runs it, reading what the previous stages recorded."""
-    import pandas as pd
 
     from dunning import compliance, history, lake, ledger, planning, segmentation, waves
     from dunning.config import load_config
@@ -88,9 +87,7 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
             elif name == "render_emails":
                 due, debtors, invoices = wave_inputs(int(size * EMAILS_PER_INVOICE))
                 start = time.perf_counter()  # rendering alone, not building its input
-                wave, pages = waves.build_wave(
-                    cfg, AS_OF, due, debtors, invoices, link=_link, now=pd.Timestamp.now(tz="UTC")
-                )
+                wave, pages = waves.build_wave(cfg, AS_OF, due, debtors, invoices, link=_link)
                 result = {"emails": len(wave), "pages": len(pages)}
             elif name == "send_email":
                 result, start = _send_email(work, cfg)
@@ -168,7 +165,6 @@ def _send_email(work: Path, cfg: Any) -> tuple[dict, float]:
     """A wave of SEND_MESSAGES emails through the real SMTP path (claim, send, confirm per
     message) to the local SMTP server, started here and stopped by pid; on a fresh SQLite
     ledger each time, or the claims of the previous bench would (rightly) send nothing."""
-    import pandas as pd
 
     from dunning import ledger, services, waves
     from dunning.channels.email import SmtpSettings
@@ -177,9 +173,7 @@ def _send_email(work: Path, cfg: Any) -> tuple[dict, float]:
     (work / "send-bench.sqlite").unlink(missing_ok=True)
     ledger.migrate(url)
     due, debtors, invoices = wave_inputs(SEND_MESSAGES, seed=1)
-    wave, _ = waves.build_wave(
-        cfg, AS_OF, due, debtors, invoices, link=_link, now=pd.Timestamp.now(tz="UTC")
-    )
+    wave, _ = waves.build_wave(cfg, AS_OF, due, debtors, invoices, link=_link)
     smtp = services.start_smtp(work / "smtp")
     try:
         settings = SmtpSettings(host="127.0.0.1", port=smtp.port, ssl=False)

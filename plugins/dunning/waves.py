@@ -235,7 +235,6 @@ def build_wave(
     invoices: pd.DataFrame,
     *,
     link: Callable[[str, str], str],
-    now: pd.Timestamp,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Render every contact of ``due`` (contact_key, debtor_id, channel, template, currency,
     send_at) into a wave frame (``WAVE_COLUMNS``) and each debtor's payment page (page key ->
@@ -371,7 +370,6 @@ def prepare_wave(
     plan_key: str,
     decisions_key: str,
     mode: Mode,
-    now: pd.Timestamp,
     portal_root: Any | None = None,
 ) -> dict:
     """Render the day's sendable contacts not yet sent into ``waves/as_of=D/wave.parquet``;
@@ -389,7 +387,7 @@ def prepare_wave(
     def link(key: str, token: str) -> str:
         return _page_link(cfg, portal, key, token) if mode.send else f"{previews}/{key}"
 
-    wave, pages = build_wave(cfg, as_of, due, debtors, invoices, link=link, now=now)
+    wave, pages = build_wave(cfg, as_of, due, debtors, invoices, link=link)
     key = lake.partition("waves", as_of) + "/wave.parquet"
     lake.write_parquet(root / key, wave)
     html = "text/html; charset=utf-8"
@@ -648,16 +646,7 @@ def _problems(cfg: Config, rows: pd.DataFrame) -> pd.Series:
     return problem
 
 
-def _write_batch(
-    cfg: Config,
-    rows: pd.DataFrame,
-    channel: str,
-    outbox: Any,
-    as_of: date,
-    tag: str,
-    now: pd.Timestamp,
-    windows: pd.DataFrame,
-) -> str:
+def _write_batch(rows: pd.DataFrame, channel: str, outbox: Any, as_of: date, tag: str) -> str:
     """Letters: one print-ready PDF and its vendor manifest; calls: the dialer's queue file."""
     folder = lake.partition(f"{channel}s", as_of)
     if channel == "letter":
@@ -762,16 +751,8 @@ def send_wave(
                 mine = claim_rows(conn, records, claim)
             go = go[isin(go["contact_key"], mine)]
             tag = f"{now:%Y%m%dT%H%M%S}-{claim.rsplit('|', 1)[-1][:8]}"
-            key = _write_batch(
-                cfg,
-                go,
-                channel,
-                outbox if outbox is not None else root / "outbox",
-                as_of,
-                tag,
-                now,
-                windows,
-            )
+            folder = outbox if outbox is not None else root / "outbox"
+            key = _write_batch(go, channel, folder, as_of, tag)
             with engine.begin() as conn:
                 conn.execute(
                     Message.__table__.update()

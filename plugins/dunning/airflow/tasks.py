@@ -347,7 +347,6 @@ def prepare_wave(run: dict, planned: dict, decided: dict) -> dict:
             plan_key=planned["plan"],
             decisions_key=decided["decisions"],
             mode=mode,
-            now=waves.clock(),
             portal_root=_object_root(cfg.portal.root, root / "portal"),
         )
     log.info(
