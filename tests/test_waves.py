@@ -397,3 +397,32 @@ def test_bounces_unsubscribes_and_stop_replies_stop_the_next_wave(day, tmp_path)
     )
     assert list(decided["allowed"]) == [False, False, False, True]
     assert all("CHANNEL_OPT_OUT" in r for r in decided["reasons"][:3])
+
+
+def test_a_letter_another_attempt_left_sending_is_flagged_not_printed_again(day):
+    engine, _ = day
+    result, _ = prepare(day)
+    with engine.begin() as conn:  # an earlier attempt claimed it and died before confirming
+        waves.claim_rows(conn, [_held()], "other|letter|1")
+    again = send(day, result["wave"], "letter", Recorder(), claim="run|letter|2")
+    assert again["sent"] == 0 and "file" not in again  # no empty PDF for the print vendor
+    assert again["unknown_flagged"] == 1
+    assert messages(engine).loc[key("D3", "letter"), "status"] == "unknown"
+
+
+def _held() -> dict:
+    return {
+        "contact_key": key("D3", "letter"),
+        "as_of": AS_OF,
+        "debtor_id": "D3",
+        "channel": "letter",
+        "template": "final_notice",
+        "template_version": "x",
+        "locale": "ar",
+        "recipient": None,
+        "status": "sending",
+        "claim": "other|letter|1",
+        "claimed_at": datetime(2026, 11, 23, 16, tzinfo=UTC),
+        "page_key": None,
+        "forced_reason": None,
+    }

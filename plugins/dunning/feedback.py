@@ -40,15 +40,14 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from dunning import quality
-from dunning.ledger import ChannelEvent, Debtor
+from dunning.channels.email import CONTACT_HEADER
+from dunning.ledger import ChannelEvent, Debtor, insert_ignore
 from dunning.ledger import Message as SentMessage
 
 log = logging.getLogger(__name__)
 
-CONTACT_HEADER = "X-Dunning-Contact"
 BAD_DSN = "BAD_DSN"  # quarantine reason: a bounce we recognise but cannot read
 
 BOUNCE_COLUMNS = (
@@ -947,14 +946,7 @@ def _insert_events(conn: sa.Connection, parts: list[pd.DataFrame]) -> pd.Series:
     out["received_at"] = [t.to_pydatetime() for t in frame["received_at"]]
     rows = out.where(out.notna(), None).to_dict("records")
     table = ChannelEvent.__table__
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
-    if dialect is None:
-        raise ValueError(f"the ledger supports sqlite and postgresql, not {conn.dialect.name}")
-    stmt = (
-        dialect.insert(table)
-        .on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(table.c.event)
-    )
+    stmt = insert_ignore(conn, table, ["source", "event_id"]).returning(table.c.event)
     added = conn.execute(stmt, rows).scalars().all()
     return pd.Series(added, dtype=object)
 

@@ -527,3 +527,14 @@ def sent_contacts(
     frame = pd.read_sql(query, conn)
     frame["at"] = pd.to_datetime(frame["at"], utc=True, format="mixed")
     return frame
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, keys: list[str]) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on the ledger's dialect: how a claim or a
+    feed event is written once, whoever writes it first."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
+    if dialect is None:
+        raise ValueError(f"the ledger supports sqlite and postgresql, not {conn.dialect.name}")
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from dunning import compliance, lake
 from dunning.channels import Outcome, ProviderError
 from dunning.config import Config
-from dunning.ledger import Debtor, InvoiceSnapshot, Message
+from dunning.ledger import Debtor, InvoiceSnapshot, Message, insert_ignore
 from dunning.quality import isin
 from dunning.schema import LOCALES
 from dunning.templates import (
@@ -419,12 +419,8 @@ def prepare_wave(
 
 
 def _insert_ignore(conn: sa.Connection) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING on the ledger's dialect: the claim."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(Message.__table__).on_conflict_do_nothing(index_elements=["contact_key"])
+    """The claim: a message row inserted only if nobody holds its contact key yet."""
+    return insert_ignore(conn, Message.__table__, ["contact_key"])
 
 
 def _record(
@@ -702,13 +698,15 @@ def send_wave(
     outbox: Any | None = None,
     now: pd.Timestamp | None = None,
 ) -> dict:
-    """Send one channel's part of the wave.  Before anything goes out the gate decides again at
+    """Send one channel's part of the wave (``outbox``: where letter and call files go, by
+    default the lake's ``outbox/``).  Before anything goes out the gate decides again at
     the real clock: a contact now outside its hours waits for a later wave; one blocked for any
     other reason (an opt-out since the morning) is recorded ``suppressed`` with the reasons."""
     result: dict[str, Any] = {"channel": channel, "mode": mode.why}
     if not mode.send:
         return {**result, "sent": 0, "skipped": f"nothing sent ({mode.why})"}
     now = now if now is not None else clock()
+    outbox = outbox if outbox is not None else root / "outbox"
     wave = lake.read_parquet(root / wave_key)
     rows = wave[wave["channel"] == channel]
     result["unknown_flagged"] = flag_unknown(engine, as_of, channel, claim)
@@ -739,35 +737,56 @@ def send_wave(
                 engine, go, transport(), as_of=as_of, claim=claim, forced=mode.forced_reason
             )
         elif len(go):
-            if channel == "call":  # a call with no window left today waits for tomorrow's queue
-                go = _with_call_windows(cfg, go, now, windows)
-                counts["waiting"] += int(go["window_start"].isna().sum())
-                go = go[go["window_start"].notna()]
-            records = [
-                _record(r, as_of, "sending", claim, now, mode.forced_reason)
-                for r in go.itertuples()
-            ]
-            with engine.begin() as conn:
-                mine = claim_rows(conn, records, claim)
-            go = go[isin(go["contact_key"], mine)]
-            tag = f"{now:%Y%m%dT%H%M%S}-{claim.rsplit('|', 1)[-1][:8]}"
-            folder = outbox if outbox is not None else root / "outbox"
-            key = _write_batch(go, channel, folder, as_of, tag)
-            with engine.begin() as conn:
-                conn.execute(
-                    Message.__table__.update()
-                    .where(m.claim == claim, m.status == "sending")
-                    .values(
-                        status="sent",
-                        sent_at=now.to_pydatetime(),
-                        provider="print" if channel == "letter" else "dialer",
-                        provider_id=key,
-                        delivery_status="queued",
-                    )
-                )
-            counts["sent"] += len(go)
-            result["file"] = key
+            batch = _send_batch(cfg, as_of, engine, go, channel, mode, claim, now, windows, outbox)
+            counts.update(batch.pop("counts"))
+            result.update(batch)
     return {**result, **{k: int(v) for k, v in counts.items()}, "sent": int(counts["sent"])}
+
+
+def _send_batch(
+    cfg: Config,
+    as_of: date,
+    engine: sa.Engine,
+    go: pd.DataFrame,
+    channel: str,
+    mode: Mode,
+    claim: str,
+    now: pd.Timestamp,
+    windows: pd.DataFrame,
+    outbox: Any,
+) -> dict:
+    """Letters and calls go out as one file per batch: claim every row, write the file, confirm
+    them all (a crash in between leaves the batch ``sending``: unknown, for review)."""
+    counts: Counter = Counter()
+    if channel == "call":  # a call with no window left today waits for tomorrow's queue
+        go = _with_call_windows(cfg, go, now, windows)
+        counts["waiting"] += int(go["window_start"].isna().sum())
+        go = go[go["window_start"].notna()]
+    records = [
+        _record(r, as_of, "sending", claim, now, mode.forced_reason) for r in go.itertuples()
+    ]
+    with engine.begin() as conn:
+        mine = claim_rows(conn, records, claim)
+    go = go[isin(go["contact_key"], mine)]
+    if go.empty:  # another run holds every claim (or no call has a window left)
+        return {"counts": counts}
+    tag = f"{now:%Y%m%dT%H%M%S}-{claim.rsplit('|', 1)[-1][:8]}"
+    key = _write_batch(go, channel, outbox, as_of, tag)
+    m = Message.__table__
+    with engine.begin() as conn:
+        conn.execute(
+            m.update()
+            .where(m.c.claim == claim, m.c.status == "sending")
+            .values(
+                status="sent",
+                sent_at=now.to_pydatetime(),
+                provider="print" if channel == "letter" else "dialer",
+                provider_id=key,
+                delivery_status="queued",
+            )
+        )
+    counts["sent"] += len(go)
+    return {"counts": counts, "file": key}
 
 
 def _stopped(
