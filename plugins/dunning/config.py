@@ -182,6 +182,9 @@ class Strategy(_Strict):
     stop_when: list[
         Literal["paid", "promise_to_pay", "payment_plan_current", "dispute", "placed"]
     ] = ["paid", "promise_to_pay", "payment_plan_current", "dispute", "placed"]
+    # A broken promise or missed instalment resumes the cadence at the next step at once, in
+    # these words (None: the next step's own template, on its own day).
+    on_broken_promise: Name | None = "promise_broken"
 
     @model_validator(mode="after")
     def _ordered_steps(self) -> Strategy:
@@ -379,6 +382,58 @@ class Feedback(_Strict):
     email_events: list[Path] = []  # unsubscribe/complaint feeds (JSON Lines)
 
 
+class PaymentFeed(_Strict):
+    """One place money is reported: files matched by a glob (relative to this config) in one
+    format, or a named query.  Every file is read each run; lines already reconciled are known
+    by their content and skipped, so a late or re-delivered file is never counted twice."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    format: Literal["processor_csv", "camt053", "bai2", "mt940", "sql"]
+    path: str | None = None  # a glob, e.g. feeds/bank/*.xml
+    url: str | None = None  # format sql: SQLAlchemy URL
+    query: str | None = None  # format sql: a file in include/sql/ (or next to the config)
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None  # when the feed has none
+
+    @model_validator(mode="after")
+    def _where(self) -> PaymentFeed:
+        if self.format == "sql" and not (self.url and self.query):
+            raise ValueError("format sql needs url and query")
+        if self.format != "sql" and not self.path:
+            raise ValueError(f"format {self.format} needs path (a file glob)")
+        return self
+
+
+class Retries(_Strict):
+    """Failed card payments: when to try again.  Networks cap re-attempts (Visa: none after a
+    category 1 decline, at most 15 in 30 days otherwise); these defaults stay inside them."""
+
+    spacing_days: list[Annotated[int, Field(ge=1)]] = [3, 5, 7, 10]  # after each failure
+    limits: dict[str, tuple[int, int]] = {  # network -> (max re-attempts, in so many days)
+        "visa": (15, 30),
+        "mastercard": (10, 30),
+        "amex": (10, 30),
+        "discover": (10, 30),
+        "other": (4, 30),
+    }
+
+
+class Payments(_Strict):
+    """Reconciliation: payment feeds, how sure a match must be to apply, exchange rates,
+    promises to pay and payment plans."""
+
+    feeds: list[PaymentFeed] = []
+    # The AR system's open amounts leave out cash booked in the last N days before the run's
+    # date; reconciled payments of those days lower what we chase (a day later AR has them).
+    ar_cash_lag_days: int = Field(1, ge=0, le=30)
+    auto_apply_confidence: float = Field(0.8, gt=0, le=1)  # below: exceptions queue
+    rates: Path | None = None  # CSV date,currency,to,rate (1 currency = rate to)
+    fx_tolerance: float = Field(0.01, ge=0, lt=0.2)  # converted amount "equal" within this share
+    date_window_days: int = Field(30, ge=0)  # amount+date proximity: due date this close
+    promises: Path | HistoryQuery | None = None  # promises to pay and payment plans
+    promise_grace_days: int = Field(2, ge=0)  # a payment this late still keeps the promise
+    retries: Retries = Retries()
+
+
 class Config(_Strict):
     portfolio: Portfolio
     schedule: Schedule = Schedule()
@@ -394,6 +449,7 @@ class Config(_Strict):
     channels: Channels = Channels()
     portal: Portal = Portal()
     feedback: Feedback = Feedback()
+    payments: Payments = Payments()
     # Message templates (see dunning.templates); default: the repository's include/templates.
     templates: Path | None = None
     source_file: Path | None = Field(None, exclude=True)

@@ -22,7 +22,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -30,7 +29,7 @@ from dunning import features, lake, ledger, quality
 from dunning.compliance import CONSENT_EVENTS, KNOWN_EVENTS, OPT_OUT_EVENTS
 from dunning.config import Config, FileSource, HistoryQuery, NumberFormat
 from dunning.schema import CHANNELS, FORMULA_PATTERN, SOURCE_COLUMNS
-from dunning.sources import SourceError, _read_csv_text, read_sql_file
+from dunning.sources import SourceError, _read_csv_text, read_query
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +115,12 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
                 frame, malformed = _read_query(dataset, cfg, rel, columns, as_of), []
             else:
                 path = cfg.resolve(Path(rel))
-                frame, malformed = _read(dataset, path, columns)
+                frame, malformed = read_export(f"history_{dataset}", path, columns)
             origins[dataset] = str(path)
             clean, issues = CHECKS[dataset](frame, cfg, as_of)
             q = pd.concat(
-                [issues.records(), _malformed(dataset, path, malformed)], ignore_index=True
+                [issues.records(), malformed_rows(f"history_{dataset}", path, malformed)],
+                ignore_index=True,
             )
             clean = clean.drop(index=issues.bad_index())
             read[dataset] = len(frame) + len(malformed)
@@ -195,59 +195,48 @@ def load_history(cfg: Config, engine: sa.Engine, root: Any, as_of: date) -> dict
 def _read_query(
     dataset: str, cfg: Config, spec: HistoryQuery, columns: tuple[str, ...], as_of: date
 ) -> pd.DataFrame:
-    """A history dataset from a database, as text cells so the same checks apply; the row
-    number in the quarantine is the result row (1-based)."""
-    label = f"{spec.query}: history {dataset}"
-    engine = sa.create_engine(cfg.resolve_sqlite(spec.url))
-    try:
-        with engine.connect() as conn:
-            frame = pd.read_sql(
-                sa.text(read_sql_file(spec.query)),
-                conn,
-                params={"as_of": as_of.isoformat()},
-                dtype="str",
-            )
-    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
-        cause = exc.__cause__ or exc
-        raise SourceError(f"{label}: query failed: {str(cause).splitlines()[0]}") from exc
-    finally:
-        engine.dispose()
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise SourceError(f"{label}: query returns no column(s) {missing}")
-    frame = frame[list(columns)].fillna("").astype("str")
+    """A history dataset from a database, as text cells so the same checks apply."""
+    frame = read_query(
+        cfg.resolve_sqlite(spec.url), spec.query, as_of, f"history {dataset}", columns
+    )
+    frame = frame[[*columns, "source_file", "source_row"]]
     frame["source"] = f"history_{dataset}"
-    frame["source_file"] = spec.query
-    frame["source_row"] = np.arange(1, len(frame) + 1, dtype="int64")
     return frame
 
 
-def _read(dataset: str, path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, list[dict]]:
-    """All cells as text with file line numbers, via the daily extract's CSV reader."""
+def read_export(
+    name: str, path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, list[dict]]:
+    """All cells as text with file line numbers, via the daily extract's CSV reader; optional
+    columns a file lacks come back empty."""
     if not path.exists():
-        raise SourceError(f"{path}: history {dataset}: file not found")
-    src = FileSource(name=f"history_{dataset}", path=path, columns={c: c for c in columns})
+        raise SourceError(f"{path}: {name}: file not found")
+    src = FileSource(name=name, path=path, columns={c: c for c in columns})
     text = path.read_bytes().decode("utf-8", errors="replace")
     if not text.strip():
-        raise SourceError(f"{path}: history {dataset}: file is empty")
+        raise SourceError(f"{path}: {name}: file is empty")
     frame, malformed = _read_csv_text(src, path, text, first_line=1)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise SourceError(f"{path}: history {dataset}: missing column(s) {missing}")
-    frame = frame[list(columns)].copy()
+        raise SourceError(f"{path}: {name}: missing column(s) {missing}")
+    for column in optional:
+        if column not in frame.columns:
+            frame[column] = ""
+    frame = frame[[*columns, *optional]].copy()
     frame["source"] = src.name
     frame["source_file"] = path.name
     frame["source_row"] = frame.index.astype("int64")
     return frame.reset_index(drop=True), malformed
 
 
-def _malformed(dataset: str, path: Path, malformed: list[dict]) -> pd.DataFrame:
+def malformed_rows(source: str, path: Path, malformed: list[dict]) -> pd.DataFrame:
+    """Lines the CSV reader could not split, as quarantine rows (nothing is dropped)."""
     if not malformed:
         return quality._empty_quarantine()
     rows = pd.DataFrame(malformed)
     return pd.DataFrame(
         {
-            "source": f"history_{dataset}",
+            "source": source,
             "source_file": path.name,
             "source_row": rows["row"].astype("int64"),
             "field": "",

@@ -265,6 +265,127 @@ class ChannelEvent(Base):
     detail: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class PaymentLine(Base):
+    """One line of a payment feed as it arrived (``raw`` kept for audit) and what became of it.
+
+    ``line_id`` hashes the feed, file and content, so a re-delivered file adds nothing;
+    ``fingerprint`` ignores the feed, so the same money reported by two feeds is caught.
+    """
+
+    __tablename__ = "payment_lines"
+
+    line_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64), index=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)  # the run that reconciled it
+    feed: Mapped[str] = mapped_column(sa.String(64))
+    format: Mapped[str] = mapped_column(sa.String(16))
+    source_file: Mapped[str] = mapped_column(sa.String(512))
+    source_row: Mapped[int]
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    booked_on: Mapped[date] = mapped_column(sa.Date, index=True)
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    payer_name: Mapped[str | None] = mapped_column(sa.String(256))
+    payer_account: Mapped[str | None] = mapped_column(sa.String(64))
+    reference: Mapped[str | None] = mapped_column(sa.Text)
+    debtor_hint: Mapped[str | None] = mapped_column(sa.String(64))
+    invoice_hint: Mapped[str | None] = mapped_column(sa.String(64))
+    external_id: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    original_id: Mapped[str | None] = mapped_column(sa.String(128))
+    decline_code: Mapped[str | None] = mapped_column(sa.String(64))
+    network: Mapped[str | None] = mapped_column(sa.String(32))
+    network_code: Mapped[str | None] = mapped_column(sa.String(8))
+    advice_code: Mapped[str | None] = mapped_column(sa.String(8))
+    raw: Mapped[str] = mapped_column(sa.Text)
+    # applied | exception | duplicate | declined | ignored (not customer money: fees, outgoing)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    debtor_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    method: Mapped[str | None] = mapped_column(sa.String(32))
+    confidence: Mapped[float | None]
+    duplicate_of: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class Allocation(Base):
+    """Money from one payment line applied to one invoice (negative: a reversal reopening it;
+    no invoice: credit held on the debtor's account)."""
+
+    __tablename__ = "allocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    line_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    booked_on: Mapped[date] = mapped_column(sa.Date, index=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    source: Mapped[str | None] = mapped_column(sa.String(64))
+    invoice_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    method: Mapped[str] = mapped_column(sa.String(32))
+    confidence: Mapped[float]
+
+
+class PaymentException(Base):
+    """A payment line in front of a person: unmatched, unsure, a duplicate, an overpayment."""
+
+    __tablename__ = "payment_exceptions"
+
+    line_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    detail: Mapped[str | None] = mapped_column(sa.Text)  # suggestion, as JSON
+    status: Mapped[str] = mapped_column(sa.String(16), default="open")  # open | resolved
+
+
+class Instalment(Base):
+    """One instalment of a promise to pay (a single one) or of a payment plan, and how it went."""
+
+    __tablename__ = "instalments"
+
+    promise_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # promise | plan
+    channel: Mapped[str | None] = mapped_column(sa.String(16))
+    created_on: Mapped[date] = mapped_column(sa.Date)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    due_on: Mapped[date] = mapped_column(sa.Date)
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    paid_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(16))  # pending | kept | broken
+    evaluated_as_of: Mapped[date] = mapped_column(sa.Date)
+
+
+class PaymentFailure(Base):
+    """A declined card charge, how the decline reads, and what the processor is told to do."""
+
+    __tablename__ = "payment_failures"
+
+    line_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    charge_ref: Mapped[str] = mapped_column(sa.String(128), index=True)
+    debtor_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    failed_on: Mapped[date] = mapped_column(sa.Date)
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    network: Mapped[str | None] = mapped_column(sa.String(32))
+    decline_code: Mapped[str | None] = mapped_column(sa.String(64))
+    category: Mapped[str] = mapped_column(sa.String(16))  # soft | update | hard
+    action: Mapped[str] = mapped_column(sa.String(24))  # retry | request_new_method | stop
+    retry_on: Mapped[date | None] = mapped_column(sa.Date)
+    attempt: Mapped[int]
+    reason: Mapped[str] = mapped_column(sa.String(200))
+
+
+class PayerAccount(Base):
+    """A bank account seen paying for one debtor with certainty: it identifies them next time."""
+
+    __tablename__ = "payer_accounts"
+
+    account: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64))
+    learned_on: Mapped[date] = mapped_column(sa.Date)
+
+
 INVOICE_COLUMNS = [c.name for c in InvoiceSnapshot.__table__.columns]
 DEBTOR_COLUMNS = [c.name for c in Debtor.__table__.columns]
 QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name != "id"]

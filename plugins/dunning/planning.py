@@ -140,7 +140,7 @@ _HOLIDAY_COUNTRIES = frozenset(holidays.list_supported_countries())
 
 
 @lru_cache(maxsize=512)
-def _day_off(country: str, day: date) -> bool:
+def day_off(country: str, day: date) -> bool:
     """Weekend or public holiday in the debtor's country (its own weekend: Fri-Sat in SA)."""
     if country not in _HOLIDAY_COUNTRIES:  # no calendar: Saturday and Sunday, no holidays
         return day.weekday() >= 5
@@ -150,7 +150,7 @@ def _day_off(country: str, day: date) -> bool:
 
 def days_off(countries: pd.Series, day: date) -> pd.Series:
     """Vectorized over debtors: one calendar lookup per distinct country."""
-    lookup = {c: _day_off(c, day) for c in countries.dropna().unique()}
+    lookup = {c: day_off(c, day) for c in countries.dropna().unique()}
     return countries.map(lookup).fillna(day.weekday() >= 5).astype(bool)
 
 

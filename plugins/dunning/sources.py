@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
@@ -316,6 +317,35 @@ def read_sql_file(name: str) -> str:
     if path.parent != SQL_DIR or not path.is_file():
         raise SourceError(f"{path}: SQL file not found in {SQL_DIR}")
     return path.read_text(encoding="utf-8")
+
+
+def read_query(
+    url: str, query: str, as_of: date, label: str, columns: tuple[str, ...]
+) -> pd.DataFrame:
+    """A named query's rows as text cells (bound with ``:as_of``), numbered from 1 as
+    ``source_row`` so a quarantine names the result row; stops naming the query on failure."""
+    where = f"{query}: {label}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql(
+                sa.text(read_sql_file(query)),
+                conn,
+                params={"as_of": as_of.isoformat()},
+                dtype="str",
+            )
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        cause = exc.__cause__ or exc
+        raise SourceError(f"{where}: query failed: {str(cause).splitlines()[0]}") from exc
+    finally:
+        engine.dispose()
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SourceError(f"{where}: query returns no column(s) {missing}")
+    frame = frame.fillna("").astype("str")
+    frame["source_file"] = query
+    frame["source_row"] = np.arange(1, len(frame) + 1, dtype="int64")
+    return frame
 
 
 def _extract_sql(src: SqlSource, url: str, as_of: date) -> Extracted:

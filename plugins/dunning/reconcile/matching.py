@@ -1,0 +1,757 @@
+"""Match payment lines to open invoices: a cascade from the surest evidence to the weakest.
+
+Each stage only sees the lines the earlier ones left, and every match carries its method and a
+confidence, so finance can see *why* money went where it went:
+
+=================  ==========================================================  ==========
+method             evidence                                                    confidence
+=================  ==========================================================  ==========
+reference          an open invoice's number in the remittance text               0.75-0.99
+reference_typo     one keying error away from an invoice of the payer/amount          0.90
+debtor_amount      the payer is known and one open invoice has exactly the amount      0.95
+debtor_sum         the payer is known and 2-3 open items (or all) sum to the amount    0.90
+debtor_oldest      the payer is known, nothing adds up: oldest invoices first          0.85
+name_amount        payer name close to a debtor who has an invoice of that amount      0.85
+amount_date        one invoice of that amount due near the payment date                0.60
+name_only          payer name close to one debtor, nothing else                        0.70
+=================  ==========================================================  ==========
+
+Confidences of the debtor stages are scaled by how the payer was identified (processor
+customer id 1.0, a bank account seen before 0.97, the account number in the text 0.95, the
+exact name 0.9).  A reference match is 0.99 when both the payer and the amount agree, 0.97
+when one does, 0.85 when neither does but the number is written in full, else 0.75.  Matches
+below ``payments.auto_apply_confidence`` (0.8) are proposed, not applied: they go to the
+exceptions queue with the suggestion.
+
+Allocation is oldest due date first, for partial payments (the rest stays open and is chased)
+and overpayments (the surplus pays the debtor's other invoices, then sits on account, in front
+of a person).  Credit notes count only where the payer netted them (exact sums).  A payment in
+another currency is converted at the rate of its booking day and counts as an exact amount
+within ``fx_tolerance``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dunning.reconcile.feeds import normalize_text
+
+# Exception reasons (the queue's vocabulary).
+UNMATCHED = "UNMATCHED"
+LOW_CONFIDENCE = "LOW_CONFIDENCE"
+REFERENCE_CONFLICT = "REFERENCE_CONFLICT"
+OVERPAYMENT = "OVERPAYMENT"
+NO_RATE = "NO_RATE"
+DUPLICATE = "DUPLICATE"
+UNKNOWN_ORIGINAL = "UNKNOWN_ORIGINAL"
+
+DEBTOR_CONFIDENCE = {"customer_id": 1.0, "account": 0.97, "reference_account": 0.95, "name": 0.9}
+MAX_SET_ITEMS = 12  # exact-sum search only for debtors with at most this many open items
+NAME_SCORE = 85  # rapidfuzz token_sort_ratio to call a payer name a debtor's
+NAME_ONLY_SCORE = 92
+_KEY = r"^(?P<letters>[A-Z]{0,4})(?P<digits>\d{3,})$"
+_LEGAL = r"\b(?:LTD|LIMITED|INC|LLC|LLP|PLC|CORP|CO|GMBH|SARL|SAS|SA|BV|AG|THE)\b"
+
+
+@dataclass
+class Book:
+    """What payments are matched against: open items, debtors, known payer accounts, rates."""
+
+    items: pd.DataFrame  # source, invoice_id, debtor_id, doc_type, currency, due_date, open_minor
+    debtors: pd.DataFrame  # debtor_id, name
+    accounts: pd.DataFrame  # account, debtor_id
+    rates: pd.DataFrame  # date, currency, to, rate
+
+
+@dataclass
+class Matched:
+    allocations: (
+        pd.DataFrame
+    )  # line_id, source, invoice_id, debtor_id, currency, amount_minor, method, confidence
+    outcomes: pd.DataFrame  # line_id, status, debtor_id, method, confidence
+    exceptions: pd.DataFrame  # line_id, reason, detail (JSON text)
+
+
+ALLOCATION_COLUMNS = (
+    "line_id",
+    "source",
+    "invoice_id",
+    "debtor_id",
+    "currency",
+    "amount_minor",
+    "method",
+    "confidence",
+)
+
+
+def name_key(names: pd.Series) -> pd.Series:
+    """Payer and debtor names compared without case, punctuation or legal-form words."""
+    text = names.fillna("").astype("str").str.upper()
+    text = text.str.replace(r"[^0-9A-Z ]+", " ", regex=True).str.replace(_LEGAL, " ", regex=True)
+    return text.str.split().str.join(" ").fillna("")
+
+
+def _digits_key(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(key, digits as written): invoice numbers compared without prefix or leading zeros."""
+    norm = normalize_text(values)
+    parts = norm.str.extract(_KEY)
+    digits = parts["digits"]
+    key = digits.str.lstrip("0").where(digits.notna(), norm)
+    return key.fillna(""), digits.fillna("")
+
+
+def _tokens(lines: pd.DataFrame) -> pd.DataFrame:
+    """Every letter/digit run of each line's reference and invoice hint, with its key."""
+    text = (lines["reference"].fillna("") + " " + lines["invoice_hint"].fillna("")).str.upper()
+    arr = pa.array(text.to_numpy(dtype=object), type=pa.string())
+    parts = pc.split_pattern_regex(arr, r"[^0-9A-Z]+")
+    flat = pc.list_flatten(parts)
+    parent = pc.list_parent_indices(parts).to_numpy()
+    tokens = pd.DataFrame(
+        {"row": parent, "token": pd.Series(flat.to_numpy(zero_copy_only=False), dtype="str")}
+    )
+    tokens = tokens[tokens["token"].str.len() >= 3]
+    key, digits = _digits_key(tokens["token"])
+    tokens = tokens.assign(key=key, digits=digits, letters=tokens["token"].str.match(r"^[A-Z]"))
+    tokens["line_id"] = lines["line_id"].to_numpy()[tokens["row"].to_numpy()]
+    return tokens.drop_duplicates(["line_id", "key"])
+
+
+def prepare_book(book: Book) -> Book:
+    """Keys computed once per run: invoice-number keys, name keys, id keys."""
+    items = book.items.copy()
+    items["key"], items["digits"] = _digits_key(items["invoice_id"])
+    items["due_date"] = pd.to_datetime(items["due_date"])
+    debtors = book.debtors.copy()
+    debtors["name_key"] = name_key(debtors["name"])
+    debtors["id_key"] = normalize_text(debtors["debtor_id"])
+    return Book(items, debtors, book.accounts, book.rates)
+
+
+# --- money in another currency ----------------------------------------------------------------
+
+
+def convert(
+    amount: pd.Series, src: pd.Series, dst: pd.Series, on: pd.Series, rates: pd.DataFrame
+) -> pd.Series:
+    """``amount`` (minor units of ``src``) in minor units of ``dst`` at the latest rate on or
+    before ``on``; NA where no rate is known (either direction of the pair works)."""
+    from dunning.quality import currency_exponent
+
+    out = pd.Series(np.where(src.to_numpy() == dst.to_numpy(), amount, np.nan), index=amount.index)
+    need = (src != dst) & src.notna() & dst.notna()
+    if not need.any() or rates.empty:
+        return out.round().astype("Int64")
+    both = pd.concat(
+        [
+            rates[["date", "currency", "to", "rate"]],
+            rates.rename(columns={"currency": "to", "to": "currency"}).assign(
+                rate=lambda r: 1 / r["rate"]
+            )[["date", "currency", "to", "rate"]],
+        ],
+        ignore_index=True,
+    )
+    both["date"] = pd.to_datetime(both["date"]).astype("datetime64[ns]")
+    both["pair"] = both["currency"] + both["to"]
+    ask = pd.DataFrame(
+        {
+            "pair": (src + dst)[need],
+            "date": pd.to_datetime(on[need]).astype("datetime64[ns]"),
+            "i": np.flatnonzero(need),
+        }
+    )
+    found = pd.merge_asof(
+        ask.sort_values("date"),
+        both.sort_values("date")[["date", "pair", "rate"]],
+        on="date",
+        by="pair",
+        direction="backward",
+    ).sort_values("i")
+    scale = 10.0 ** (
+        currency_exponent(dst[need]).fillna(2).to_numpy(dtype="float")
+        - currency_exponent(src[need]).fillna(2).to_numpy(dtype="float")
+    )
+    values = amount[need].to_numpy(dtype="float") * found["rate"].to_numpy(dtype="float") * scale
+    out.iloc[found["i"].to_numpy()] = values
+    return out.round().astype("Int64")
+
+
+def _same(a: pd.Series, b: pd.Series, exact: pd.Series, tolerance: float) -> pd.Series:
+    a, b = a.astype("float"), b.astype("float")
+    return ((a == b) | (~exact & ((a - b).abs() <= tolerance * b.abs()))).fillna(False)
+
+
+# --- who paid -----------------------------------------------------------------------------------
+
+
+def identify_debtors(lines: pd.DataFrame, book: Book, tokens: pd.DataFrame) -> pd.DataFrame:
+    """``debtor_id`` and ``debtor_how`` per line, from the surest clue present."""
+    ids = book.debtors.set_index("id_key")["debtor_id"]
+    found = pd.Series(pd.NA, index=lines.index, dtype="object")
+    how = pd.Series(pd.NA, index=lines.index, dtype="object")
+
+    def take(candidate: pd.Series, label: str) -> None:
+        fill = found.isna() & candidate.notna()
+        found[fill] = candidate[fill]
+        how[fill] = label
+
+    take(normalize_text(lines["debtor_hint"]).map(ids), "customer_id")
+    if len(book.accounts):
+        accounts = book.accounts.set_index("account")["debtor_id"]
+        take(normalize_text(lines["payer_account"]).map(accounts), "account")
+    in_text = tokens[tokens["token"].isin(ids.index)]
+    in_text = in_text.drop_duplicates("row", keep=False)  # two account numbers: no answer
+    by_row = pd.Series(in_text["token"].map(ids).to_numpy(), index=in_text["row"].to_numpy())
+    take(pd.Series(np.arange(len(lines)), index=lines.index).map(by_row), "reference_account")
+    names = book.debtors[book.debtors["name_key"] != ""]
+    unique = names.drop_duplicates("name_key", keep=False).set_index("name_key")["debtor_id"]
+    take(name_key(lines["payer_name"]).map(unique), "name")
+    return lines.assign(debtor_id=found, debtor_how=how)
+
+
+# --- allocation ----------------------------------------------------------------------------------
+
+
+def allocate(cands: pd.DataFrame) -> pd.DataFrame:
+    """Oldest due date first within each line's ranked candidates (``rank`` 0 before 1).
+
+    ``cands``: line_id, avail (the line's amount in the item's currency), rank and the item
+    columns.  Returns the candidates that receive money, with ``amount_minor``."""
+    if cands.empty:
+        return cands.assign(amount_minor=pd.Series(dtype="int64"))
+    cands = cands.sort_values(["line_id", "rank", "due_date", "invoice_id"], kind="stable")
+    cum = cands.groupby("line_id", sort=False)["open_minor"].cumsum()
+    before = cum - cands["open_minor"]
+    amount = np.minimum(np.maximum(cands["avail"] - before, 0), cands["open_minor"])
+    return cands.assign(amount_minor=amount.astype("int64"))[amount > 0]
+
+
+def _with_items(lines: pd.DataFrame, items: pd.DataFrame, on: str, settings) -> pd.DataFrame:
+    """Lines joined to items on ``on``, with the line's amount in the item's currency."""
+    joined = lines.merge(items, on=on, suffixes=("", "_item"))
+    if on == "debtor_id":
+        joined["debtor_id_item"] = joined["debtor_id"]
+    joined["avail"] = convert(
+        joined["amount_minor"], joined["currency"], joined["currency_item"], joined["booked_on"],
+        settings.rates,
+    )  # fmt: skip
+    joined["exact"] = joined["currency"] == joined["currency_item"]
+    return joined
+
+
+def _scaled(chosen: pd.DataFrame, scale: pd.Series, factor: float) -> pd.Series:
+    """Per row of ``chosen``: its line's debtor confidence times the stage's own."""
+    values = scale.reindex(chosen["line_id"]).astype("float").to_numpy() * factor
+    return pd.Series(values, index=chosen.index, dtype="float")
+
+
+def _records(
+    alloc: pd.DataFrame, method: str | pd.Series, confidence: float | pd.Series
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "line_id": alloc["line_id"],
+            "source": alloc["source"],
+            "invoice_id": alloc["invoice_id"],
+            "debtor_id": alloc["debtor_id_item"],
+            "currency": alloc["currency_item"],
+            "amount_minor": alloc["amount_minor"].astype("int64"),
+            "method": method,
+            "confidence": confidence,
+        }
+    )
+
+
+@dataclass
+class _Settings:
+    rates: pd.DataFrame
+    tolerance: float
+    threshold: float
+    window_days: int
+
+
+class _Cascade:
+    """The running state: lines still open, allocations and outcomes so far."""
+
+    def __init__(self, lines: pd.DataFrame, book: Book, settings: _Settings):
+        self.book, self.s = book, settings
+        self.tokens = _tokens(lines)
+        self.left = identify_debtors(lines.reset_index(drop=True), book, self.tokens)
+        self.allocs: list[pd.DataFrame] = []
+        self.outcomes: list[pd.DataFrame] = []
+        self.exceptions: list[pd.DataFrame] = []
+        self.held: set[str] = set()  # lines waiting for the next pass of the stage
+        self.touched: set[str] = set()  # debtors whose items changed in this pass
+        self._positive()
+
+    def _positive(self) -> None:
+        items = self.book.items
+        self.positive = items[(items["open_minor"] > 0) & (items["doc_type"] == "invoice")]
+
+    @property
+    def active(self) -> pd.DataFrame:
+        return self.left[~self.left["line_id"].isin(self.held)]
+
+    def run(self, stage) -> None:
+        """A stage in passes: one line per debtor per pass, so two payments of one debtor never
+        take the same open amount (each pass sees what the previous one left)."""
+        while True:
+            self.held, self.touched = set(), set()
+            stage()
+            if not self.held:
+                return
+
+    def settle(self, chosen: pd.DataFrame, method: str, confidence: pd.Series) -> None:
+        """``chosen``: allocations (one row per item, with line_id, avail); ``confidence`` per
+        row.  Sure lines are applied (one per debtor per pass), unsure ones proposed."""
+        if chosen.empty:
+            return
+        conf = confidence.groupby(chosen["line_id"]).max()
+        sure = conf[conf >= self.s.threshold].index
+        lines = chosen[chosen["line_id"].isin(sure)].drop_duplicates("line_id")
+        lines = lines.sort_values("line_id")
+        first = lines[~lines["debtor_id_item"].isin(self.touched)].drop_duplicates("debtor_id_item")
+        wait = set(lines["line_id"]) - set(first["line_id"])
+        self.held |= wait
+        self.touched |= set(first["debtor_id_item"])
+        chosen = chosen[~chosen["line_id"].isin(wait)]
+        conf = conf.drop(list(wait))
+        ok = conf[conf >= self.s.threshold].index
+        applied = chosen[chosen["line_id"].isin(ok)]
+        if len(applied):
+            paying = applied[applied["amount_minor"] != 0]
+            self.allocs.append(_records(paying, method, paying["line_id"].map(conf)))
+            self._surplus(applied, conf)
+            self._consume(paying)
+        proposed = chosen[~chosen["line_id"].isin(ok)]
+        if len(proposed):
+            self._exception(proposed, LOW_CONFIDENCE, method, conf)
+        debtor = chosen.groupby("line_id")["debtor_id_item"].first()
+        self.outcomes.append(
+            pd.DataFrame(
+                {
+                    "line_id": conf.index,
+                    "status": np.where(conf >= self.s.threshold, "applied", "exception"),
+                    "debtor_id": debtor.reindex(conf.index).to_numpy(),
+                    "method": method,
+                    "confidence": conf.to_numpy(),
+                }
+            )
+        )
+        self.left = self.left[~self.left["line_id"].isin(conf.index)]
+
+    def _consume(self, paying: pd.DataFrame) -> None:
+        """Applied money leaves the items' open amounts for the stages that follow."""
+        used = (
+            paying.dropna(subset=["invoice_id"])
+            .groupby(["source", "invoice_id"])["amount_minor"]
+            .sum()
+        )
+        if used.empty:
+            return
+        items = self.book.items
+        key = pd.MultiIndex.from_frame(items[["source", "invoice_id"]])
+        taken = pd.Series(used.reindex(key).to_numpy(), index=items.index).fillna(0)
+        items["open_minor"] = (items["open_minor"] - taken).astype("int64")
+        self._positive()
+
+    def _surplus(self, applied: pd.DataFrame, conf: pd.Series) -> None:
+        """What a line paid beyond its items stays on the debtor's account, for a person."""
+        per = applied.groupby("line_id").agg(
+            avail=("avail", "first"),
+            paid=("amount_minor", "sum"),
+            debtor_id=("debtor_id_item", "first"),
+            currency=("currency_item", "first"),
+        )
+        rest = per[per["avail"] > per["paid"]]
+        if rest.empty:
+            return
+        self.allocs.append(
+            pd.DataFrame(
+                {
+                    "line_id": rest.index,
+                    "source": None,
+                    "invoice_id": None,
+                    "debtor_id": rest["debtor_id"].to_numpy(),
+                    "currency": rest["currency"].to_numpy(),
+                    "amount_minor": (rest["avail"] - rest["paid"]).astype("int64").to_numpy(),
+                    "method": "on_account",
+                    "confidence": conf.reindex(rest.index).to_numpy(),
+                }
+            )
+        )
+        detail = [
+            json.dumps({"on_account_minor": int(a - p), "currency": c, "debtor_id": d})
+            for a, p, c, d in zip(
+                rest["avail"], rest["paid"], rest["currency"], rest["debtor_id"], strict=True
+            )
+        ]
+        self.exceptions.append(
+            pd.DataFrame({"line_id": rest.index, "reason": OVERPAYMENT, "detail": detail})
+        )
+
+    def _exception(self, proposed: pd.DataFrame, reason: str, method: str, conf: pd.Series) -> None:
+        grouped = proposed.groupby("line_id")
+        detail = [
+            json.dumps(
+                {
+                    "method": method,
+                    "confidence": round(float(conf[line]), 3),
+                    "debtor_id": str(rows["debtor_id_item"].iloc[0]),
+                    "invoices": {
+                        str(i): int(a)
+                        for i, a in zip(rows["invoice_id"], rows["amount_minor"], strict=True)
+                    },
+                }
+            )
+            for line, rows in grouped
+        ]
+        self.exceptions.append(
+            pd.DataFrame({"line_id": list(grouped.groups), "reason": reason, "detail": detail})
+        )
+
+    def fail(self, lines: pd.DataFrame, reason: str, detail: str | list[str] = "{}") -> None:
+        if lines.empty:
+            return
+        self.exceptions.append(
+            pd.DataFrame(
+                {"line_id": lines["line_id"].to_numpy(), "reason": reason, "detail": detail}
+            )
+        )
+        self.outcomes.append(
+            pd.DataFrame(
+                {
+                    "line_id": lines["line_id"].to_numpy(),
+                    "status": "exception",
+                    "debtor_id": lines["debtor_id"].to_numpy(),
+                    "method": None,
+                    "confidence": np.nan,
+                }
+            )
+        )
+        self.left = self.left[~self.left["line_id"].isin(lines["line_id"])]
+
+    # --- stages ---------------------------------------------------------------------------------
+
+    def by_reference(self) -> None:
+        tokens = self.tokens[self.tokens["line_id"].isin(self.active["line_id"])]
+        items = self.book.items[self.book.items["open_minor"] != 0]
+        hits = tokens.merge(items, on="key", suffixes=("_token", ""))
+        if hits.empty:
+            return
+        lines = self.active.set_index("line_id")
+        hits["payer"] = hits["line_id"].map(lines["debtor_id"])
+        conflict = hits["payer"].notna() & (hits["payer"] != hits["debtor_id"])
+        agreeing = hits[~conflict]
+        # Only conflicting references: another debtor's invoice -- a person decides.
+        only_conflict = hits[conflict & ~hits["line_id"].isin(agreeing["line_id"])]
+        if len(only_conflict):
+            detail = only_conflict.groupby("line_id")["invoice_id"].agg(
+                lambda v: json.dumps({"invoices": sorted(set(map(str, v)))})
+            )
+            self.fail(
+                self.active[self.active["line_id"].isin(detail.index)].sort_values("line_id"),
+                REFERENCE_CONFLICT,
+                detail.sort_index().tolist(),
+            )
+        if agreeing.empty:
+            return
+        strong = (agreeing["digits_token"] == agreeing["digits"]) | agreeing["letters"]
+        agreeing = agreeing.assign(strong=strong)
+        self._apply_referenced(agreeing, "reference")
+
+    def by_typo(self) -> None:
+        """One substitution or swap away from an invoice of the payer, or of the paid amount."""
+        from rapidfuzz.distance import DamerauLevenshtein
+        from rapidfuzz.process import cpdist
+
+        known = set(self.book.items["key"])
+        tokens = self.tokens[
+            self.tokens["line_id"].isin(self.active["line_id"])
+            & (self.tokens["digits"].str.len() >= 4)
+            & ~self.tokens["key"].isin(known)
+        ]
+        if tokens.empty:
+            return
+        lines = self.active[["line_id", "debtor_id", "amount_minor", "currency"]]
+        t = tokens.merge(lines, on="line_id")
+        items = self.positive[
+            ["source", "invoice_id", "debtor_id", "key", "open_minor", "currency"]
+        ]
+        cols = ["line_id", "key_token", "key", "source", "invoice_id"]
+        of_payer = t.dropna(subset=["debtor_id"]).merge(
+            items.drop(columns="currency"), on="debtor_id", suffixes=("_token", "")
+        )
+        of_amount = (
+            t[t["debtor_id"].isna()]
+            .drop(columns="debtor_id")
+            .merge(
+                items.rename(columns={"open_minor": "amount_minor"}),
+                on=["amount_minor", "currency"],
+                suffixes=("_token", ""),
+            )
+        )
+        pairs = pd.concat([of_payer[cols], of_amount[cols]], ignore_index=True)
+        pairs = pairs[pairs["key_token"].str.len().sub(pairs["key"].str.len()).abs() <= 1]
+        if pairs.empty:
+            return
+        distance = cpdist(
+            pairs["key_token"].tolist(),
+            pairs["key"].tolist(),
+            scorer=DamerauLevenshtein.distance,
+            workers=-1,
+        )
+        close = pairs[distance == 1].drop_duplicates(["line_id", "source", "invoice_id"])
+        close = close[close.groupby("line_id")["invoice_id"].transform("nunique") == 1]
+        if close.empty:
+            return
+        self._apply_referenced(close.assign(strong=True, typo=True), "reference_typo")
+
+    def _apply_referenced(self, hits: pd.DataFrame, method: str) -> None:
+        """Referenced items first, then the debtor's other invoices; confidence from agreement."""
+        lines = self.active.set_index("line_id")
+        ref = hits[["line_id", "source", "invoice_id", "strong"]].drop_duplicates(
+            ["line_id", "source", "invoice_id"]
+        )
+        ref_items = ref.merge(self.book.items, on=["source", "invoice_id"])
+        debtor = ref_items.groupby("line_id")["debtor_id"].first()
+        base = self.active[self.active["line_id"].isin(debtor.index)].drop(columns="debtor_id")
+        base = base.assign(debtor_id=base["line_id"].map(debtor))
+        pool = _with_items(base, self.positive, "debtor_id", self.s)
+        referenced = pd.MultiIndex.from_frame(ref_items[["line_id", "source", "invoice_id"]])
+        mine = pd.MultiIndex.from_frame(pool[["line_id", "source", "invoice_id"]])
+        pool["rank"] = np.where(mine.isin(referenced), 0, 1)
+        # A referenced credit note or non-positive item is not in the pool; fine: cash pays invoices.
+        chosen = allocate(pool)
+        if chosen.empty:
+            return
+        ref_total = pool[pool["rank"] == 0].groupby("line_id")["open_minor"].sum()
+        avail = pool.groupby("line_id")["avail"].first()
+        exact = pool.groupby("line_id")["exact"].first()
+        amount_ok = _same(avail, ref_total.reindex(avail.index), exact, self.s.tolerance)
+        payer_ok = lines["debtor_id"].reindex(avail.index).notna()
+        strong = ref.groupby("line_id")["strong"].any().reindex(avail.index).fillna(False)
+        conf = pd.Series(0.75, index=avail.index)
+        conf[strong] = 0.85
+        conf[amount_ok | payer_ok] = 0.97 if method == "reference" else 0.9
+        conf[amount_ok & payer_ok] = 0.99 if method == "reference" else 0.9
+        self.settle(chosen, method, chosen["line_id"].map(conf))
+
+    def by_debtor(self) -> None:
+        left = self.active.dropna(subset=["debtor_id"])
+        if left.empty:
+            return
+        pool = _with_items(left, self.positive, "debtor_id", self.s)
+        scale = left.set_index("line_id")["debtor_how"].map(DEBTOR_CONFIDENCE)
+        no_rate = pool["avail"].isna()
+        missing = left[
+            left["line_id"].isin(pool.loc[no_rate, "line_id"])
+            & ~left["line_id"].isin(pool.loc[~no_rate, "line_id"])
+        ]
+        self.fail(missing, NO_RATE)
+        pool = pool[~no_rate]
+        # One invoice of exactly the amount (the oldest, if several).
+        equal = pool[_same(pool["avail"], pool["open_minor"], pool["exact"], self.s.tolerance)]
+        one = equal.sort_values(["line_id", "due_date"]).drop_duplicates("line_id")
+        one = one.assign(
+            rank=0, amount_minor=one["avail"].clip(upper=one["open_minor"]).astype("int64")
+        )
+        self.settle(one, "debtor_amount", _scaled(one, scale, 0.95))
+        # Several items (credit notes netted) that sum to the amount.
+        sets = self._exact_sets(self.active.dropna(subset=["debtor_id"]))
+        if len(sets):
+            self.settle(sets, "debtor_sum", _scaled(sets, scale, 0.9))
+        rest = pool[pool["line_id"].isin(self.active["line_id"])].assign(rank=0)
+        chosen = allocate(rest)
+        self.settle(chosen, "debtor_oldest", _scaled(chosen, scale, 0.85))
+        # Known payer with nothing open in reach: all of it on account, for a person.
+        idle = self.active.dropna(subset=["debtor_id"])
+        if len(idle):
+            idle = idle.assign(
+                debtor_id_item=idle["debtor_id"], currency_item=idle["currency"],
+                avail=idle["amount_minor"], source=None, invoice_id=None, amount_minor=0,
+            )  # fmt: skip
+            self.settle(idle, "on_account", _scaled(idle, scale, 1.0))
+
+    def _exact_sets(self, left: pd.DataFrame) -> pd.DataFrame:
+        """Pairs, triples and the whole open balance (credit notes included) equal to the amount."""
+        items = self.book.items[self.book.items["open_minor"] != 0]
+        counts = items.groupby("debtor_id")["invoice_id"].transform("size")
+        items = items[counts <= MAX_SET_ITEMS].reset_index(drop=True)
+        items["item"] = np.arange(len(items))
+        pool = _with_items(left, items, "debtor_id", self.s).dropna(subset=["avail"])
+        if pool.empty:
+            return pool
+        cols = ["line_id", "item", "open_minor", "avail", "exact"]
+        a = pool[cols]
+        found = []
+        total = a.groupby("line_id")["open_minor"].sum()
+        first = a.groupby("line_id")[["avail", "exact"]].first()
+        whole = _same(first["avail"], total.reindex(first.index), first["exact"], self.s.tolerance)
+        whole_lines = whole[whole].index
+        if len(whole_lines):
+            found.append(a[a["line_id"].isin(whole_lines)][["line_id", "item"]].assign(set_id=0))
+        pairs = a.merge(a[["line_id", "item", "open_minor"]], on="line_id", suffixes=("", "_2"))
+        pairs = pairs[pairs["item"] < pairs["item_2"]]
+        pairs = pairs.assign(total=pairs["open_minor"] + pairs["open_minor_2"])
+        triples = pairs.merge(
+            a[["line_id", "item", "open_minor"]].rename(
+                columns={"item": "item_3", "open_minor": "open_minor_3"}
+            ),
+            on="line_id",
+        )
+        triples = triples[triples["item_2"] < triples["item_3"]]
+        triples = triples.assign(total=triples["total"] + triples["open_minor_3"])
+        for size, frame in ((2, pairs), (3, triples)):
+            hit = frame[_same(frame["avail"], frame["total"], frame["exact"], self.s.tolerance)]
+            hit = hit[~hit["line_id"].isin(whole_lines)]
+            hit = hit.drop_duplicates("line_id")  # the first set found; a person sees the method
+            for k in range(1, size + 1):
+                column = "item" if k == 1 else f"item_{k}"
+                found.append(
+                    hit[["line_id", column]].rename(columns={column: "item"}).assign(set_id=size)
+                )
+        if not found:
+            return pool.iloc[0:0]
+        chosen = pd.concat(found, ignore_index=True)
+        chosen = chosen.sort_values("set_id").drop_duplicates(["line_id", "item"])
+        first_set = chosen.groupby("line_id")["set_id"].transform("min")
+        chosen = chosen[chosen["set_id"] == first_set]
+        out = chosen.merge(pool, on=["line_id", "item"])
+        return out.assign(rank=0, amount_minor=out["open_minor"].astype("int64"))
+
+    def by_amount(self) -> None:
+        """Unknown payer: an invoice of exactly the amount, named like the payer, or due near."""
+        from rapidfuzz.fuzz import token_sort_ratio
+        from rapidfuzz.process import cpdist
+
+        left = self.active[self.active["debtor_id"].isna()]
+        if left.empty:
+            return
+        pool = left.drop(columns="debtor_id").merge(
+            self.positive.drop(columns="amount_minor", errors="ignore").rename(
+                columns={"open_minor": "amount_minor"}
+            ),
+            on=["amount_minor", "currency"],
+            suffixes=("", "_item"),
+        )
+        if pool.empty:
+            return
+        pool = pool.assign(
+            open_minor=pool["amount_minor"], avail=pool["amount_minor"],
+            currency_item=pool["currency"], debtor_id_item=pool["debtor_id"], rank=0,
+        )  # fmt: skip
+        names = self.book.debtors.set_index("debtor_id")["name_key"]
+        payer = name_key(pool["payer_name"])
+        score = cpdist(
+            payer.tolist(),
+            pool["debtor_id"].map(names).fillna("").tolist(),
+            scorer=token_sort_ratio,
+            workers=-1,
+        )
+        pool["score"] = np.where(payer.to_numpy() != "", score, 0)
+        named = pool[pool["score"] >= NAME_SCORE]
+        best = named.sort_values(["line_id", "score", "due_date"], ascending=[True, False, True])
+        best = best.drop_duplicates("line_id")
+        self.settle(best, "name_amount", pd.Series(0.85, index=best.index))
+        pool = pool[pool["line_id"].isin(self.active["line_id"])]
+        gap = (pd.to_datetime(pool["booked_on"]) - pool["due_date"]).dt.days.abs()
+        near = pool[gap <= self.s.window_days]
+        near = near[near.groupby("line_id")["invoice_id"].transform("size") == 1]
+        self.settle(near, "amount_date", pd.Series(0.6, index=near.index))
+
+    def by_name(self) -> None:
+        """Unknown payer, nothing else to go on: a close name proposes the debtor (for review)."""
+        from rapidfuzz.fuzz import token_sort_ratio
+        from rapidfuzz.process import cdist
+
+        left = self.active[self.active["debtor_id"].isna()].copy()
+        left["name_key"] = name_key(left["payer_name"])
+        left = left[left["name_key"].str.len() >= 4]
+        if left.empty:
+            return
+        debtors = self.book.debtors[self.book.debtors["name_key"].str.len() >= 4]
+        block = debtors["name_key"].str.slice(0, 2)
+        found = []
+        for prefix, group in left.groupby(left["name_key"].str.slice(0, 2)):
+            names = debtors[block == prefix]
+            if names.empty:
+                continue
+            scores = cdist(
+                group["name_key"].tolist(),
+                names["name_key"].tolist(),
+                scorer=token_sort_ratio,
+                workers=-1,
+            )
+            best = scores.argmax(axis=1)
+            top = scores[np.arange(len(group)), best]
+            keep = top >= NAME_ONLY_SCORE
+            found.append(
+                pd.DataFrame(
+                    {
+                        "line_id": group["line_id"].to_numpy()[keep],
+                        "debtor_id": names["debtor_id"].to_numpy()[best[keep]],
+                    }
+                )
+            )
+        if not found:
+            return
+        guess = pd.concat(found, ignore_index=True)
+        lines = left.drop(columns="debtor_id").merge(guess, on="line_id")
+        pool = _with_items(lines, self.positive, "debtor_id", self.s).dropna(subset=["avail"])
+        pool["rank"] = 0
+        chosen = allocate(pool)
+        self.settle(chosen, "name_only", pd.Series(0.7, index=chosen.index))
+
+    def result(self) -> Matched:
+        self.fail(self.left, UNMATCHED)
+        allocs = pd.concat(self.allocs, ignore_index=True) if self.allocs else _empty_allocations()
+        outcomes = (
+            pd.concat(self.outcomes, ignore_index=True)
+            if self.outcomes
+            else pd.DataFrame(columns=["line_id", "status", "debtor_id", "method", "confidence"])
+        )
+        exceptions = (
+            pd.concat(self.exceptions, ignore_index=True)
+            if self.exceptions
+            else pd.DataFrame(columns=["line_id", "reason", "detail"])
+        )
+        return Matched(
+            allocs[list(ALLOCATION_COLUMNS)], outcomes, exceptions.drop_duplicates("line_id")
+        )
+
+
+def _empty_allocations() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            c: pd.Series(dtype="int64" if c == "amount_minor" else "object")
+            for c in ALLOCATION_COLUMNS
+        }
+    )
+
+
+def match_payments(
+    lines: pd.DataFrame,
+    book: Book,
+    *,
+    threshold: float,
+    tolerance: float,
+    window_days: int,
+) -> Matched:
+    """Run the cascade over payment lines (kind ``payment``) against a prepared book."""
+    settings = _Settings(book.rates, tolerance, threshold, window_days)
+    book = Book(book.items.copy(), book.debtors, book.accounts, book.rates)
+    cascade = _Cascade(lines, book, settings)
+    if not lines.empty:
+        for stage in (
+            cascade.by_reference, cascade.by_typo, cascade.by_debtor, cascade.by_amount,
+            cascade.by_name,
+        ):  # fmt: skip
+            cascade.run(stage)
+    return cascade.result()
