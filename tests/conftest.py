@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import shutil
 
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def daily_env(airflow_db, s3_server, smtp_server, sms_server, s3_bucket, tmp_path, monkeypatch):
+    """Point the DAG at a fresh bucket, ledger and (per test) portfolio, with the local SMTP and
+    SMS servers as its providers and the clock pinned inside every debtor's hours."""
+    from dunning import services
+    from dunning.demo import demo_clock, use_sms_feedback
+    from dunning.generate import generate
+
+    env = services.airflow_connection_env(s3_server, smtp_server, sms=sms_server)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DUNNING_LAKE", f"s3://dunning_s3@{s3_bucket}/")
+    monkeypatch.setenv("DUNNING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+
+    def use(as_of: date, debtors: int = 150) -> dict:
+        counts = generate(tmp_path / "portfolio", debtors=debtors, as_of=as_of, seed=11)
+        config = tmp_path / "portfolio" / "config.yaml"
+        use_sms_feedback(config, Path(sms_server.extra["dir"]))
+        monkeypatch.setenv("DUNNING_CONFIG", str(config))
+        monkeypatch.setenv("DUNNING_NOW", demo_clock(as_of))
+        return counts
+
+    return use

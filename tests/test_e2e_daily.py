@@ -15,10 +15,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from dunning import ledger, reports, services, sms_sink
+from dunning import ledger, reports, sms_sink
 from dunning.compliance import REASONS
-from dunning.demo import demo_clock, use_sms_feedback
-from dunning.generate import generate
 from dunning.reports import SUMMARY_FIELDS
 from dunning.smtp_sink import ENVELOPE_TO
 
@@ -26,27 +24,6 @@ pytestmark = [pytest.mark.services, pytest.mark.airflow]
 
 TODAY = date.today()
 REPO_SCREENSHOTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
-
-
-@pytest.fixture
-def daily_env(airflow_db, s3_server, smtp_server, sms_server, s3_bucket, tmp_path, monkeypatch):
-    """Point the DAG at a fresh bucket, ledger and (per test) portfolio, with the local SMTP and
-    SMS servers as its providers and the clock pinned inside every debtor's hours."""
-    env = services.airflow_connection_env(s3_server, smtp_server, sms=sms_server)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("DUNNING_LAKE", f"s3://dunning_s3@{s3_bucket}/")
-    monkeypatch.setenv("DUNNING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-
-    def use(as_of: date, debtors: int = 150) -> dict:
-        counts = generate(tmp_path / "portfolio", debtors=debtors, as_of=as_of, seed=11)
-        config = tmp_path / "portfolio" / "config.yaml"
-        use_sms_feedback(config, Path(sms_server.extra["dir"]))
-        monkeypatch.setenv("DUNNING_CONFIG", str(config))
-        monkeypatch.setenv("DUNNING_NOW", demo_clock(as_of))
-        return counts
-
-    return use
 
 
 def run(conf: dict, dag_id: str = "dunning_daily", **test_kwargs) -> tuple[str, dict]:

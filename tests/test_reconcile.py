@@ -214,7 +214,7 @@ def test_two_days_of_feeds(book) -> None:
 
 
 def test_declines_become_retry_instructions(book) -> None:
-    _, engine, root = book
+    root = book[2]
     r = _run(book, DAY2)
     retries = pd.read_csv(root / r["retries"], dtype=str).set_index("charge_ref")
     soft = retries.loc["INV-0003002"]

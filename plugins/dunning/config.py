@@ -175,6 +175,11 @@ class Step(_Strict):
     tone: Literal["friendly", "neutral", "firm", "final"] = "neutral"
 
 
+# The broken-promise template replaces a step's own on these channels (letters and calls keep
+# theirs: a printed notice and a call script are reviewed documents of their own).
+BROKEN_PROMISE_CHANNELS = ("email", "sms")
+
+
 class Strategy(_Strict):
     steps: list[Step] = Field(min_length=1)
     min_gap_days: int = Field(3, ge=0)
@@ -528,6 +533,11 @@ class Config(_Strict):
                     uses.setdefault(
                         (channel, step.template), f"strategies.{sname}.steps.{i}.template"
                     )
+                    if strategy.on_broken_promise and channel in BROKEN_PROMISE_CHANNELS:
+                        uses.setdefault(
+                            (channel, strategy.on_broken_promise),
+                            f"strategies.{sname}.on_broken_promise",
+                        )
         for i, exp in enumerate(self.experiments):
             for arm in exp.arms:
                 for step_name, template in arm.templates.items():

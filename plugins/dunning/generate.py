@@ -28,11 +28,14 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pandas as pd
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 from faker import Faker
+
+from dunning import feedgen
 
 # Measured: seeds 0-4 x 20,000 debtors x as_of 2025-03-31 and 2024-11-15 gave 4.33-4.48.
 # A benchmark wanting about N open invoices asks for N / MEAN_OPEN_INVOICES_PER_DEBTOR debtors.
@@ -2022,6 +2025,23 @@ def _write_files(paths, d, cases, docs, st, day: int, seed: int, as_of: date) ->
     return counts
 
 
+def _open_items(d: _Debtors, docs: _Docs) -> pd.DataFrame:
+    """The open invoices as the payment-feed generator needs them."""
+    rows = np.flatnonzero((docs.open > 0) & ~docs.credit)
+    di = docs.debtor[rows]
+    return pd.DataFrame(
+        {
+            "invoice_id": docs.ids.take(pa.array(rows)).to_numpy(zero_copy_only=False),
+            "debtor_id": d.columns["debtor_id"].take(pa.array(di)).to_numpy(zero_copy_only=False),
+            "name": d.columns["name"].take(pa.array(di)).to_numpy(zero_copy_only=False),
+            "currency": d.currency_text.take(pa.array(di)).to_numpy(zero_copy_only=False),
+            "open_minor": docs.open[rows],
+            "due_date": pd.Timestamp(_EPOCH) + pd.to_timedelta(docs.due[rows], unit="D"),
+            "disputed": docs.disputed[rows].astype(bool),
+        }
+    )
+
+
 def generate(
     out: Path, debtors: int, as_of: date, seed: int = 0, sql_url: str | None = None
 ) -> dict:
@@ -2064,9 +2084,13 @@ def generate(
         sql_job = pool.submit(_write_sql, url, d, docs, as_of)
         counts = _write_files(paths, d, cases, docs, st, day, seed, as_of)
         counts["sql_invoices"] = sql_job.result()
+    payments = feedgen.write_feeds(out, _open_items(d, docs), as_of, seed)
+    counts["feed_payments"] = payments["payments"]
     paths["config"].write_text(
         yaml.safe_dump(
-            _config(sql_url or "sqlite:///ar.sqlite"), sort_keys=False, allow_unicode=True
+            {**_config(sql_url or "sqlite:///ar.sqlite"), "payments": payments.pop("config")},
+            sort_keys=False,
+            allow_unicode=True,
         ),
         encoding="utf-8",
     )

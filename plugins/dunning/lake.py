@@ -97,16 +97,3 @@ def read_table(
     Arrow or numpy."""
     with path.open("rb") as fh:
         return pq.read_table(fh, columns=columns, filters=filters)
-
-
-def safe_csv(frame: pd.DataFrame) -> bytes:
-    """UTF-8 CSV for people to open in a spreadsheet: a text cell starting with ``=``, ``+``,
-    ``-``, ``@``, tab or carriage return gets a leading apostrophe, so it stays text instead of
-    running as a formula (OWASP CSV injection)."""
-    out = frame.copy()
-    for column in out.columns:
-        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
-            text = out[column].astype("string")
-            risky = text.str.match(r"^[=+\-@\t\r]").fillna(False)
-            out[column] = text.mask(risky, "'" + text)
-    return out.to_csv(index=False).encode("utf-8")

@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from dunning import lake
-from dunning.config import Config, Experiment, Segment, Strategy
+from dunning.config import BROKEN_PROMISE_CHANNELS, Config, Experiment, Segment, Strategy
 from dunning.ledger import ContactAttempt, sent_contacts
 
 PLAN_COLUMNS = (
@@ -159,7 +159,7 @@ def steps_done(contacts: pd.DataFrame, view: pd.DataFrame, cfg: Config) -> pd.Da
     time of the last contact of any kind (for the minimum gap).
 
     ``contacts`` has debtor_id, at (UTC), template.  A step happened when a contact used its
-    template after the cycle began (the oldest open due date plus the strategy's first offset),
+    template (or the broken-promise template in its place) after the cycle began (the oldest open due date plus the strategy's first offset),
     so a debtor who paid and fell behind again starts the cadence afresh.
     """
     out = pd.DataFrame(index=view.index)
@@ -177,9 +177,19 @@ def steps_done(contacts: pd.DataFrame, view: pd.DataFrame, cfg: Config) -> pd.Da
         index = {s.template: i for i, s in enumerate(strategy.steps)}
         rows = c[c["strategy"] == name]
         start = rows["oldest_due_date"] + pd.to_timedelta(strategy.steps[0].offset_days, "D")
-        rows = rows[rows["template"].isin(index) & (rows["at_day"] >= start)]
-        done = rows["template"].map(index).groupby(rows["index"]).max()
+        rows = rows[rows["at_day"] >= start]
+        steps = rows[rows["template"].isin(index)]
+        done = steps["template"].map(index).groupby(steps["index"]).max()
         out.loc[done.index, "last_step"] = done.astype(int)
+        broken = rows[rows["template"] == strategy.on_broken_promise]
+        if len(broken):
+            # A broken-promise message stood in for the step after the last one (one per day,
+            # whatever the channels): count the days it was sent after that step.
+            after = steps.groupby("index")["at_day"].max()
+            last = broken["index"].map(after.to_dict())
+            later = broken[last.isna() | (broken["at_day"] > last)]
+            extra = later.groupby("index")["at_day"].nunique()
+            out.loc[extra.index, "last_step"] = out.loc[extra.index, "last_step"] + extra
     return out
 
 
@@ -263,7 +273,10 @@ def _plan_strategy(
     gap_ok = last.isna() | (
         (pd.Timestamp(as_of) - pd.to_datetime(last)).dt.days >= strategy.min_gap_days
     )
-    due = in_range & (days >= offsets) & gap_ok & (frame["arm"] != HOLDOUT)
+    # A promise or plan broken since the last contact resumes the cadence at once.
+    broken_on = pd.to_datetime(frame.get("promise_broken_on", pd.Series(pd.NaT, index=frame.index)))
+    resumed = broken_on.notna() & (last.isna() | (pd.to_datetime(last) < broken_on))
+    due = in_range & ((days >= offsets) | resumed) & gap_ok & (frame["arm"] != HOLDOUT)
     if strategy.business_days:
         due &= ~days_off(frame["country"], as_of)
     chosen = frame[due].assign(
@@ -279,6 +292,9 @@ def _plan_strategy(
         table[:] = values
         chosen[column] = table[idx]
     rows = chosen.explode("channel")
+    if strategy.on_broken_promise:
+        swap = resumed[rows.index] & rows["channel"].isin(BROKEN_PROMISE_CHANNELS)
+        rows["template"] = rows["template"].mask(swap.to_numpy(), strategy.on_broken_promise)
     rows["contact_key"] = (
         rows["debtor_id"]
         + ":"

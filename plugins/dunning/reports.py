@@ -26,7 +26,7 @@ SUMMARY_FIELDS = (
     "placement_files",
     "backfill",
 )
-STAGES = ("validate", "load_ledger", "age", "plan", "comply", "send")
+STAGES = ("validate", "load_ledger", "reconcile", "age", "plan", "comply", "send")
 
 
 def summary_key(as_of: date) -> str:
@@ -55,6 +55,7 @@ def build_summary(
     sent: list[dict | None] | None = None,
     messages: dict[str, dict[str, int]] | None = None,
     feedback: dict | None = None,
+    reconciled: dict | None = None,
 ) -> dict:
     """Assemble C3 from the stage results; ``None`` for a stage that did not finish.
 
@@ -63,7 +64,15 @@ def build_summary(
     """
     sends = sent or []
     sent_ok = bool(wave) and bool(sends) and all(r is not None for r in sends)
-    finished = (stats and not stats["gate_failures"], loaded, aged, planned, decided, sent_ok)
+    finished = (
+        stats and not stats["gate_failures"],
+        loaded,
+        reconciled,
+        aged,
+        planned,
+        decided,
+        sent_ok,
+    )
     done = dict(zip(STAGES, finished, strict=True))
     status = "complete" if all(done.values()) else ("stopped" if stats else "failed")
     sources = (stats or {}).get("sources", {})
@@ -75,8 +84,8 @@ def build_summary(
         "contacts_planned": planned["contacts_planned"] if planned else None,
         "contacts_suppressed": decided["contacts_suppressed"] if decided else {},
         "messages_sent": (messages or {}).get("sent", {}),
-        "payments_matched": None,
-        "payments_unmatched": None,
+        "payments_matched": reconciled["payments_matched"] if reconciled else None,
+        "payments_unmatched": reconciled["payments_unmatched"] if reconciled else None,
         "accounts_placed": None,
         "placement_files": [],
         "backfill": run["backfill"],
@@ -100,6 +109,25 @@ def build_summary(
         "sending": wave["mode"] if wave else None,
         "wave_file": wave["wave"] if wave else None,
         "feedback": feedback or {},
+        "payments": {
+            k: reconciled[k]
+            for k in (
+                "lines_read",
+                "by_method",
+                "duplicates",
+                "reversals",
+                "exceptions_by_reason",
+                "declines",
+                "retries_by_action",
+                "instalments_by_status",
+                "quarantined",
+                "exceptions",
+                "retries",
+                "allocations",
+            )
+        }
+        if reconciled
+        else {},
         "forced_reason": run.get("force_reason") if run.get("force_send") else None,
         "messages_rendered": wave["by_channel"] if wave else {},
         "messages_previewed": wave["by_channel"] if wave and not wave["sending"] else {},
@@ -186,6 +214,7 @@ def format_summary(summary: dict) -> str:
         "debtors_by_segment",
         "contacts_by_channel",
         "quarantine_by_reason",
+        "payments",
     ):
         if summary.get(label):
             lines.append(f"  {label:<22} {summary[label]}")

@@ -211,7 +211,14 @@ def bucket_history(view: pd.DataFrame, as_of: date) -> pd.DataFrame:
     return view.assign(as_of=as_of)[list(BUCKET_COLUMNS)].reset_index(drop=True)
 
 
-def aging_to_lake(cfg: Config, as_of: date, root: Any, validated: dict, engine: sa.Engine) -> dict:
+def aging_to_lake(
+    cfg: Config,
+    as_of: date,
+    root: Any,
+    validated: dict,
+    engine: sa.Engine,
+    reconciled: dict | None = None,
+) -> dict:
     """Age the day's validated snapshot, write the debtor view to the lake, log the buckets.
 
     Reads the same clean snapshots the ledger load reads (``validated`` from
@@ -221,7 +228,14 @@ def aging_to_lake(cfg: Config, as_of: date, root: Any, validated: dict, engine: 
     invoices, debtors, _ = read_snapshots(root, validated)
     if invoices.empty:
         invoices = _empty_invoices()
+    elif reconciled is not None:  # money AR has not applied yet lowers what we chase
+        from dunning.reconcile import open_after_payments
+
+        with engine.connect() as conn:
+            invoices = open_after_payments(conn, as_of, cfg.payments.ar_cash_lag_days, invoices)
     view = debtor_view(age_invoices(invoices, as_of, cfg.aging), debtors, as_of, cfg.aging)
+    if reconciled is not None:
+        view = with_promise_flags(view, lake.read_parquet(root / reconciled["flags"]))
     key = lake.partition("segments", as_of) + "/debtor_view.parquet"
     lake.write_parquet(root / key, view)
     ledger.save_debtor_buckets(engine, as_of, bucket_history(view, as_of))
@@ -231,6 +245,17 @@ def aging_to_lake(cfg: Config, as_of: date, root: Any, validated: dict, engine: 
         "debtors": len(view),
         "by_bucket": {label: int(counts.get(label, 0)) for label in cfg.aging.labels()},
     }
+
+
+def with_promise_flags(view: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """The promise and plan state per debtor (from reconciliation) on the debtor view, where
+    the strategy's stop conditions and the broken-promise resume read it."""
+    merged = view.drop(columns=[c for c in flags.columns if c != "debtor_id" and c in view])
+    merged = merged.merge(flags, on="debtor_id", how="left")
+    for column in ("promise_active", "plan_current"):
+        merged[column] = merged[column].fillna(False).astype(bool)
+    merged["promise_broken_on"] = pd.to_datetime(merged["promise_broken_on"])
+    return merged
 
 
 def _empty_invoices() -> pd.DataFrame:

@@ -137,7 +137,13 @@ def _template_locale(directory: Path, channel: str, template: str, locale: str) 
     return locale if have else DEFAULT_LOCALE
 
 
-def _ledger_rows(engine: sa.Engine, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
+def _ledger_rows(
+    engine: sa.Engine, as_of: date, lag_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
+    """Debtors, the day's invoices net of payments AR has not applied yet (so a part payment
+    is never asked for again), and the contact keys already claimed today."""
+    from dunning.reconcile import open_after_payments
+
     d, inv, m = Debtor.__table__.c, InvoiceSnapshot.__table__.c, Message.__table__.c
     with engine.connect() as conn:
         debtors = pd.read_sql(
@@ -149,11 +155,12 @@ def _ledger_rows(engine: sa.Engine, as_of: date) -> tuple[pd.DataFrame, pd.DataF
         )  # fmt: skip
         invoices = pd.read_sql(
             sa.select(
-                inv.debtor_id, inv.invoice_id, inv.reference, inv.due_date, inv.currency,
-                inv.open_minor, inv.disputed, inv.doc_type,
+                inv.source, inv.debtor_id, inv.invoice_id, inv.reference, inv.due_date,
+                inv.currency, inv.amount_minor, inv.open_minor, inv.disputed, inv.doc_type,
             ).where(inv.as_of == as_of),
             conn,
         )  # fmt: skip
+        invoices = open_after_payments(conn, as_of, lag_days, invoices)
         done = set(conn.execute(sa.select(m.contact_key).where(m.as_of == as_of)).scalars())
     return debtors, invoices, done
 
@@ -376,7 +383,7 @@ def prepare_wave(
     publish the payment pages (sending) or write every message and page as previews (not)."""
     decisions = lake.read_parquet(root / decisions_key)
     plan = lake.read_parquet(root / plan_key)[["contact_key", "template", "currency"]]
-    debtors, invoices, done = _ledger_rows(engine, as_of)
+    debtors, invoices, done = _ledger_rows(engine, as_of, cfg.payments.ar_cash_lag_days)
     due = decisions.loc[
         isin(decisions["status"], SENDABLE) & ~isin(decisions["contact_key"], done),
         ["contact_key", "debtor_id", "channel", "send_at"],

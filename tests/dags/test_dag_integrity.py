@@ -48,6 +48,9 @@ def test_daily_dag_shape(dagbag):
     order = [t.task_id for t in dag.topological_sort()]
     assert order.index("extract") < order.index("validate") < order.index("load_ledger")
     assert order.index("load_ledger") < order.index("summarize")
+    # money that came in is reconciled before anyone is aged, planned or contacted
+    assert order.index("load_ledger") < order.index("reconcile") < order.index("age")
+    assert "reconcile" in dag.get_task("age").upstream_task_ids
     assert dag.get_task("extract").is_mapped  # one task per configured source
     # nobody is contacted before the gate, and the gate sees the channels' feedback first
     assert order.index("collect_feedback") < order.index("comply") < order.index("prepare_wave")

@@ -225,13 +225,36 @@ def load_ledger(run: dict, validated: dict) -> dict:
 
 
 @task(retry_policy=DATA_ERRORS)
-def age(run: dict, validated: dict, loaded: dict) -> dict:
-    """Aging per invoice and per debtor; the day's buckets go to the ledger (roll rates)."""
+def reconcile(run: dict, loaded: dict) -> dict:
+    """Payment feeds matched to the snapshot's open invoices before anything is planned, so
+    money that came in stops the reminders today; the rest goes to the exceptions queue."""
+    from dunning import ledger
+    from dunning.reconcile import reconcile_to_lake
+
+    with ledger.ledger(_ledger_url()) as engine:
+        result = reconcile_to_lake(dconfig.load_config(), _as_of(run), lake_root(), engine)
+    log.info(
+        "Payments: %s matched, %s to review %s; retries %s; exceptions at %s",
+        result["payments_matched"],
+        result["payments_unmatched"],
+        result["exceptions_by_reason"],
+        result["retries_by_action"],
+        result["exceptions"],
+    )
+    return result
+
+
+@task(retry_policy=DATA_ERRORS)
+def age(run: dict, validated: dict, loaded: dict, reconciled: dict) -> dict:
+    """Aging per invoice and per debtor, on open amounts net of today's reconciled payments;
+    the day's buckets go to the ledger (roll rates)."""
     from dunning import ledger
     from dunning.segmentation import aging_to_lake
 
     with ledger.ledger(_ledger_url()) as engine:
-        return aging_to_lake(dconfig.load_config(), _as_of(run), lake_root(), validated, engine)
+        return aging_to_lake(
+            dconfig.load_config(), _as_of(run), lake_root(), validated, engine, reconciled
+        )
 
 
 def _stage(stage: Callable[..., dict], run: dict, key: str) -> dict:
@@ -488,6 +511,7 @@ def summarize(
     wave: dict | None = None,
     sent: list[dict] | None = None,
     feedback: dict | None = None,
+    reconciled: dict | None = None,
 ) -> dict:
     """Runs whatever happened upstream: a run stopped by a gate still gets its summary (with
     the reasons), then this task fails so the run shows as failed."""
@@ -507,6 +531,8 @@ def summarize(
         wave=wave,
         sent=sent,
         messages=messages,
+        feedback=feedback,
+        reconciled=reconciled,
     )
     log.info("%s", reports.format_summary(lake.read_json(root / result["key"])))
     if result["status"] != "complete":

@@ -397,6 +397,11 @@ def _promises(
     return evaluated, flags, quarantine
 
 
+def _csv(frame: pd.DataFrame) -> bytes:
+    """For people to open in a spreadsheet: formula-looking cells neutralized."""
+    return quality.neutralize(frame).to_csv(index=False).encode("utf-8")
+
+
 def reconcile_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine) -> dict[str, Any]:
     """The daily stage: reconcile, then write the review files to the lake."""
     r = reconcile(cfg, as_of, engine)
@@ -416,9 +421,9 @@ def reconcile_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine) ->
     lake.write_parquet(root / keys["instalments"], r["instalments"])
     review = exceptions.merge(lines.drop(columns=["status"]), on="line_id", how="left")
     lake.write_bytes(
-        root / keys["exceptions"], lake.safe_csv(review[list(EXCEPTION_FILE_COLUMNS)]), "text/csv"
+        root / keys["exceptions"], _csv(review[list(EXCEPTION_FILE_COLUMNS)]), "text/csv"
     )
-    lake.write_bytes(root / keys["retries"], lake.safe_csv(r["instructions"]), "text/csv")
+    lake.write_bytes(root / keys["retries"], _csv(r["instructions"]), "text/csv")
     if len(r["quarantine"]):
         keys["quarantine"] = lake.partition("quarantine", as_of) + "/payments.parquet"
         lake.write_parquet(root / keys["quarantine"], r["quarantine"].astype(str))

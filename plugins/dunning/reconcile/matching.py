@@ -55,6 +55,7 @@ DEBTOR_CONFIDENCE = {"customer_id": 1.0, "account": 0.97, "reference_account": 0
 MAX_SET_ITEMS = 12  # exact-sum search only for debtors with at most this many open items
 NAME_SCORE = 85  # rapidfuzz token_sort_ratio to call a payer name a debtor's
 NAME_ONLY_SCORE = 92
+STRANGER_SCORE = 60  # below: a payer name that is not the referenced invoice's debtor
 _KEY = r"^(?P<letters>[A-Z]{0,4})(?P<digits>\d{3,})$"
 _LEGAL = r"\b(?:LTD|LIMITED|INC|LLC|LLP|PLC|CORP|CO|GMBH|SARL|SAS|SA|BV|AG|THE)\b"
 
@@ -93,17 +94,18 @@ ALLOCATION_COLUMNS = (
 def name_key(names: pd.Series) -> pd.Series:
     """Payer and debtor names compared without case, punctuation or legal-form words."""
     text = names.fillna("").astype("str").str.upper()
-    text = text.str.replace(r"[^0-9A-Z ]+", " ", regex=True).str.replace(_LEGAL, " ", regex=True)
+    text = text.str.replace(r"[\W_]+", " ", regex=True).str.replace(_LEGAL, " ", regex=True)
     return text.str.split().str.join(" ").fillna("")
 
 
-def _digits_key(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(key, digits as written): invoice numbers compared without prefix or leading zeros."""
+def _digits_key(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(key, digits as written, letter prefix): invoice numbers compared without prefix or
+    leading zeros."""
     norm = normalize_text(values)
     parts = norm.str.extract(_KEY)
     digits = parts["digits"]
     key = digits.str.lstrip("0").where(digits.notna(), norm)
-    return key.fillna(""), digits.fillna("")
+    return key.fillna(""), digits.fillna(""), parts["letters"].fillna("")
 
 
 def _tokens(lines: pd.DataFrame) -> pd.DataFrame:
@@ -117,8 +119,8 @@ def _tokens(lines: pd.DataFrame) -> pd.DataFrame:
         {"row": parent, "token": pd.Series(flat.to_numpy(zero_copy_only=False), dtype="str")}
     )
     tokens = tokens[tokens["token"].str.len() >= 3]
-    key, digits = _digits_key(tokens["token"])
-    tokens = tokens.assign(key=key, digits=digits, letters=tokens["token"].str.match(r"^[A-Z]"))
+    key, digits, letters = _digits_key(tokens["token"])
+    tokens = tokens.assign(key=key, digits=digits, letters=letters)
     tokens["line_id"] = lines["line_id"].to_numpy()[tokens["row"].to_numpy()]
     return tokens.drop_duplicates(["line_id", "key"])
 
@@ -126,7 +128,7 @@ def _tokens(lines: pd.DataFrame) -> pd.DataFrame:
 def prepare_book(book: Book) -> Book:
     """Keys computed once per run: invoice-number keys, name keys, id keys."""
     items = book.items.copy()
-    items["key"], items["digits"] = _digits_key(items["invoice_id"])
+    items["key"], items["digits"], items["letters"] = _digits_key(items["invoice_id"])
     items["due_date"] = pd.to_datetime(items["due_date"])
     debtors = book.debtors.copy()
     debtors["name_key"] = name_key(debtors["name"])
@@ -462,9 +464,11 @@ class _Cascade:
             )
         if agreeing.empty:
             return
-        strong = (agreeing["digits_token"] == agreeing["digits"]) | agreeing["letters"]
-        agreeing = agreeing.assign(strong=strong)
-        self._apply_referenced(agreeing, "reference")
+        # Strong: written as the invoice is (its prefix, or all its leading zeros).
+        bare = agreeing["letters_token"] == ""
+        strong = (agreeing["letters_token"] == agreeing["letters"]) & (agreeing["letters"] != "")
+        strong |= bare & (agreeing["digits_token"] == agreeing["digits"])
+        self._apply_referenced(agreeing.assign(strong=strong), "reference")
 
     def by_typo(self) -> None:
         """One substitution or swap away from an invoice of the payer, or of the paid amount."""
@@ -520,7 +524,9 @@ class _Cascade:
             ["line_id", "source", "invoice_id"]
         )
         ref_items = ref.merge(self.book.items, on=["source", "invoice_id"])
-        debtor = ref_items.groupby("line_id")["debtor_id"].first()
+        debtor = self._referenced_debtor(ref_items)
+        ref_items = ref_items[ref_items["debtor_id"] == ref_items["line_id"].map(debtor)]
+        ref = ref[ref["invoice_id"].isin(ref_items["invoice_id"])]
         base = self.active[self.active["line_id"].isin(debtor.index)].drop(columns="debtor_id")
         base = base.assign(debtor_id=base["line_id"].map(debtor))
         pool = _with_items(base, self.positive, "debtor_id", self.s)
@@ -541,7 +547,45 @@ class _Cascade:
         conf[strong] = 0.85
         conf[amount_ok | payer_ok] = 0.97 if method == "reference" else 0.9
         conf[amount_ok & payer_ok] = 0.99 if method == "reference" else 0.9
+        # An unknown payer whose name is nothing like the invoice's debtor, paying another
+        # amount: likely a keying error that hit someone else's invoice -- a person decides.
+        from rapidfuzz.fuzz import token_sort_ratio
+        from rapidfuzz.process import cpdist
+
+        names = self.book.debtors.set_index("debtor_id")["name_key"]
+        payer = name_key(lines["payer_name"].reindex(avail.index))
+        owner = avail.index.to_series().map(debtor).map(names).fillna("")
+        score = cpdist(payer.tolist(), owner.tolist(), scorer=token_sort_ratio, workers=-1)
+        stranger = (payer != "").to_numpy() & (score < STRANGER_SCORE) & ~payer_ok.to_numpy()
+        conf[stranger & ~amount_ok.to_numpy()] = 0.6
         self.settle(chosen, method, chosen["line_id"].map(conf))
+
+    def _referenced_debtor(self, ref_items: pd.DataFrame) -> pd.Series:
+        """When a line's numbers point at several debtors' invoices, the debtor whose
+        referenced total is the amount, then the one written as its invoices are; a tie is
+        left to a person."""
+        lines = self.active.set_index("line_id")
+        per = ref_items.groupby(["line_id", "debtor_id"]).agg(
+            total=("open_minor", "sum"), strong=("strong", "any"), currency=("currency", "first")
+        )
+        per = per.reset_index()
+        amount = per["line_id"].map(lines["amount_minor"])
+        same = per["currency"] == per["line_id"].map(lines["currency"])
+        per["score"] = 2 * (same & (amount == per["total"])).astype(int) + per["strong"].astype(int)
+        best = per[per["score"] == per.groupby("line_id")["score"].transform("max")]
+        tied = best["line_id"].duplicated(keep=False)
+        if tied.any():
+            unsure = (
+                best[tied]
+                .groupby("line_id")["debtor_id"]
+                .agg(lambda v: json.dumps({"debtors": sorted(map(str, v))}))
+            )
+            self.fail(
+                self.active[self.active["line_id"].isin(unsure.index)].sort_values("line_id"),
+                REFERENCE_CONFLICT,
+                unsure.sort_index().tolist(),
+            )
+        return best[~tied].set_index("line_id")["debtor_id"]
 
     def by_debtor(self) -> None:
         left = self.active.dropna(subset=["debtor_id"])
