@@ -32,12 +32,14 @@ STAGES = (
     "comply_engine",
     "render_emails",
     "send_email",
+    "reconcile",
 )
 TARGETS = {  # the issues' budgets at size 1M, per group of stages
     "extract+validate": (("extract", "validate"), 30),
     "segment+plan": (("age", "score", "plan"), 20),
     "comply N x 5N": (("comply_engine",), 30),
     "render N/10 emails": (("render_emails",), 60),
+    "reconcile N payments": (("reconcile",), 60),
 }
 EMAILS_PER_INVOICE = 0.1  # render_emails: 1M open invoices -> "rendering 100k emails"
 SEND_MESSAGES = 2000  # send_email: a wave this long to the local SMTP server (target 200/s)
@@ -91,6 +93,13 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
                 result = {"emails": len(wave), "pages": len(pages)}
             elif name == "send_email":
                 result, start = _send_email(work, cfg)
+            elif name == "reconcile":
+                from dunning.reconcile import reconcile_to_lake
+
+                cfg = payment_feed(cfg, work, engine)
+                start = time.perf_counter()  # reading, matching and recording, not writing the feed
+                found = reconcile_to_lake(cfg, AS_OF, root, engine)
+                result = {k: found[k] for k in ("lines_read", "payments_matched", "by_method")}
             else:
                 batch = compliance_batch(size, HISTORY_PER_CONTACT * size)
                 start = time.perf_counter()  # the engine alone, not building its input
@@ -102,6 +111,53 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
     if name == "send_email":
         record["messages_per_second"] = round(result["sent"] / seconds, 1)
     queue.put(record)
+
+
+def payment_feed(cfg: Any, work: Path, engine: Any, seed: int = 0) -> Any:
+    """One processor-export line per open invoice of the day (1M payments against 1M open
+    invoices at size 1M), in the mix a collections team sees: by reference with and without the
+    customer id, customer id and amount only, part payments, keying errors, payer name only, and
+    money nobody can place.  Returns ``cfg`` reading that feed."""
+    import numpy as np
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from dunning import ledger
+    from dunning.config import PaymentFeed
+    from dunning.feedgen import _money, _typo
+
+    inv, d = ledger.InvoiceSnapshot.__table__.c, ledger.Debtor.__table__.c
+    with engine.connect() as conn:
+        items = pd.read_sql(
+            sa.select(inv.invoice_id, inv.debtor_id, inv.currency, inv.open_minor, d.name)
+            .join(ledger.Debtor.__table__, d.debtor_id == inv.debtor_id)
+            .where(inv.as_of == AS_OF, inv.open_minor > 0, inv.doc_type == "invoice"),
+            conn,
+        )
+    rng = np.random.default_rng(seed)
+    n = len(items)
+    case = rng.choice(7, n, p=[0.5, 0.15, 0.1, 0.1, 0.05, 0.05, 0.05])
+    amount = items["open_minor"].where(case != 3, items["open_minor"] // 2)
+    amount = amount.where(case != 6, rng.integers(100, 10_000_000, n))
+    reference = "Invoice " + items["invoice_id"].where(case != 4, _typo(items["invoice_id"]))
+    reference = reference.where(~np.isin(case, [2, 5, 6]), "card payment")
+    feed = work / "payments" / f"charges_{AS_OF}.csv"
+    feed.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "id": "ch_" + pd.Series(np.arange(n)).astype(str),
+            "type": "charge",
+            "status": "succeeded",
+            "created": f"{AS_OF}T08:00:00Z",
+            "amount": _money(amount),
+            "currency": items["currency"],
+            "customer": items["debtor_id"].where(np.isin(case, [0, 2, 3]), ""),
+            "customer_name": items["name"].where(case != 6, "UNKNOWN"),
+            "description": reference,
+        }
+    ).to_csv(feed, index=False)
+    spec = PaymentFeed(name="bench", format="processor_csv", path=str(feed))
+    return cfg.model_copy(update={"payments": cfg.payments.model_copy(update={"feeds": [spec]})})
 
 
 def _link(key: str, token: str) -> str:

@@ -12,6 +12,7 @@ camt.053 is read with namespace-agnostic XPath so any version (.001.02 to .001.1
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from datetime import date
@@ -100,7 +101,8 @@ def read_feed(feed: PaymentFeed, cfg: Config, as_of: date) -> tuple[pd.DataFrame
     """
     if feed.format == "sql":
         return _read_sql(feed, cfg, as_of), quality._empty_quarantine()
-    files = sorted(cfg.resolve(Path(".")).glob(feed.path)) if feed.path else []
+    pattern = str(cfg.resolve(Path(feed.path or "")))  # relative to the config, or absolute
+    files = sorted(Path(p) for p in glob.glob(pattern)) if feed.path else []
     parts, bad = [], []
     for path in files:
         try:

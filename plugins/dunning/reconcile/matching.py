@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dunning.quality import isin
 from dunning.reconcile.feeds import normalize_text
 
 # Exception reasons (the queue's vocabulary).
@@ -207,7 +208,7 @@ def identify_debtors(lines: pd.DataFrame, book: Book, tokens: pd.DataFrame) -> p
     if len(book.accounts):
         accounts = book.accounts.set_index("account")["debtor_id"]
         take(normalize_text(lines["payer_account"]).map(accounts), "account")
-    in_text = tokens[tokens["token"].isin(ids.index)]
+    in_text = tokens[isin(tokens["token"], ids.index)]
     in_text = in_text.drop_duplicates("row", keep=False)  # two account numbers: no answer
     by_row = pd.Series(in_text["token"].map(ids).to_numpy(), index=in_text["row"].to_numpy())
     take(pd.Series(np.arange(len(lines)), index=lines.index).map(by_row), "reference_account")
@@ -225,6 +226,7 @@ def allocate(cands: pd.DataFrame) -> pd.DataFrame:
 
     ``cands``: line_id, avail (the line's amount in the item's currency), rank and the item
     columns.  Returns the candidates that receive money, with ``amount_minor``."""
+    cands = cands[cands["avail"].notna()]  # no rate to the item's currency: not a candidate
     if cands.empty:
         return cands.assign(amount_minor=pd.Series(dtype="int64"))
     cands = cands.sort_values(["line_id", "rank", "due_date", "invoice_id"], kind="stable")
@@ -289,7 +291,8 @@ class _Cascade:
         self.outcomes: list[pd.DataFrame] = []
         self.exceptions: list[pd.DataFrame] = []
         self.held: set[str] = set()  # lines waiting for the next pass of the stage
-        self.touched: set[str] = set()  # debtors whose items changed in this pass
+        self.touched: set[str] = set()  # invoices taken in this pass
+        self._rows: pd.Series | None = None
         self._positive()
 
     def _positive(self) -> None:
@@ -298,11 +301,12 @@ class _Cascade:
 
     @property
     def active(self) -> pd.DataFrame:
-        return self.left[~self.left["line_id"].isin(self.held)]
+        return self.left[~isin(self.left["line_id"], self.held)]
 
     def run(self, stage) -> None:
-        """A stage in passes: one line per debtor per pass, so two payments of one debtor never
-        take the same open amount (each pass sees what the previous one left)."""
+        """A stage in passes: a line whose invoices another line of the pass also takes waits
+        for the next pass, so two payments never take the same open amount (each pass sees
+        what the previous one left).  The lowest line id always goes, so passes end."""
         while True:
             self.held, self.touched = set(), set()
             stage()
@@ -311,27 +315,29 @@ class _Cascade:
 
     def settle(self, chosen: pd.DataFrame, method: str, confidence: pd.Series) -> None:
         """``chosen``: allocations (one row per item, with line_id, avail); ``confidence`` per
-        row.  Sure lines are applied (one per debtor per pass), unsure ones proposed."""
+        row.  Sure lines are applied (unless they compete for an invoice), unsure ones
+        proposed."""
         if chosen.empty:
             return
         conf = confidence.groupby(chosen["line_id"]).max()
-        sure = conf[conf >= self.s.threshold].index
-        lines = chosen[chosen["line_id"].isin(sure)].drop_duplicates("line_id")
-        lines = lines.sort_values("line_id")
-        first = lines[~lines["debtor_id_item"].isin(self.touched)].drop_duplicates("debtor_id_item")
-        wait = set(lines["line_id"]) - set(first["line_id"])
+        sure = chosen["line_id"].map(conf) >= self.s.threshold
+        taking = chosen[sure & chosen["invoice_id"].notna()]
+        item = taking["source"].astype(str) + "|" + taking["invoice_id"].astype(str)
+        first = taking["line_id"].groupby(item.to_numpy()).transform("min")
+        late = (first != taking["line_id"]) | item.isin(self.touched)
+        wait = set(taking.loc[late, "line_id"])
         self.held |= wait
-        self.touched |= set(first["debtor_id_item"])
-        chosen = chosen[~chosen["line_id"].isin(wait)]
+        self.touched |= set(item[~isin(taking["line_id"], wait)])
+        chosen = chosen[~isin(chosen["line_id"], wait)]
         conf = conf.drop(list(wait))
         ok = conf[conf >= self.s.threshold].index
-        applied = chosen[chosen["line_id"].isin(ok)]
+        applied = chosen[isin(chosen["line_id"], ok)]
         if len(applied):
             paying = applied[applied["amount_minor"] != 0]
             self.allocs.append(_records(paying, method, paying["line_id"].map(conf)))
             self._surplus(applied, conf)
             self._consume(paying)
-        proposed = chosen[~chosen["line_id"].isin(ok)]
+        proposed = chosen[~isin(chosen["line_id"], ok)]
         if len(proposed):
             self._exception(proposed, LOW_CONFIDENCE, method, conf)
         debtor = chosen.groupby("line_id")["debtor_id_item"].first()
@@ -346,21 +352,24 @@ class _Cascade:
                 }
             )
         )
-        self.left = self.left[~self.left["line_id"].isin(conf.index)]
+        self.left = self.left[~isin(self.left["line_id"], conf.index)]
 
     def _consume(self, paying: pd.DataFrame) -> None:
         """Applied money leaves the items' open amounts for the stages that follow."""
-        used = (
-            paying.dropna(subset=["invoice_id"])
-            .groupby(["source", "invoice_id"])["amount_minor"]
-            .sum()
-        )
-        if used.empty:
+        rows = paying.dropna(subset=["invoice_id"])
+        if rows.empty:
             return
         items = self.book.items
-        key = pd.MultiIndex.from_frame(items[["source", "invoice_id"]])
-        taken = pd.Series(used.reindex(key).to_numpy(), index=items.index).fillna(0)
-        items["open_minor"] = (items["open_minor"] - taken).astype("int64")
+        if self._rows is None:  # item -> row number, built once
+            self._rows = pd.Series(
+                np.arange(len(items)), index=items["source"] + "|" + items["invoice_id"]
+            )
+        at = self._rows.reindex(rows["source"] + "|" + rows["invoice_id"]).to_numpy()
+        taken = np.zeros(len(items), dtype="int64")
+        np.add.at(
+            taken, at[~np.isnan(at)].astype("int64"), rows["amount_minor"].to_numpy()[~np.isnan(at)]
+        )
+        items["open_minor"] = items["open_minor"].to_numpy(dtype="int64") - taken
         self._positive()
 
     def _surplus(self, applied: pd.DataFrame, conf: pd.Series) -> None:
@@ -437,12 +446,12 @@ class _Cascade:
                 }
             )
         )
-        self.left = self.left[~self.left["line_id"].isin(lines["line_id"])]
+        self.left = self.left[~isin(self.left["line_id"], lines["line_id"])]
 
     # --- stages ---------------------------------------------------------------------------------
 
     def by_reference(self) -> None:
-        tokens = self.tokens[self.tokens["line_id"].isin(self.active["line_id"])]
+        tokens = self.tokens[isin(self.tokens["line_id"], self.active["line_id"])]
         items = self.book.items[self.book.items["open_minor"] != 0]
         hits = tokens.merge(items, on="key", suffixes=("_token", ""))
         if hits.empty:
@@ -452,13 +461,13 @@ class _Cascade:
         conflict = hits["payer"].notna() & (hits["payer"] != hits["debtor_id"])
         agreeing = hits[~conflict]
         # Only conflicting references: another debtor's invoice -- a person decides.
-        only_conflict = hits[conflict & ~hits["line_id"].isin(agreeing["line_id"])]
+        only_conflict = hits[conflict & ~isin(hits["line_id"], agreeing["line_id"])]
         if len(only_conflict):
             detail = only_conflict.groupby("line_id")["invoice_id"].agg(
                 lambda v: json.dumps({"invoices": sorted(set(map(str, v)))})
             )
             self.fail(
-                self.active[self.active["line_id"].isin(detail.index)].sort_values("line_id"),
+                self.active[isin(self.active["line_id"], detail.index)].sort_values("line_id"),
                 REFERENCE_CONFLICT,
                 detail.sort_index().tolist(),
             )
@@ -477,9 +486,9 @@ class _Cascade:
 
         known = set(self.book.items["key"])
         tokens = self.tokens[
-            self.tokens["line_id"].isin(self.active["line_id"])
+            isin(self.tokens["line_id"], self.active["line_id"])
             & (self.tokens["digits"].str.len() >= 4)
-            & ~self.tokens["key"].isin(known)
+            & ~isin(self.tokens["key"], known)
         ]
         if tokens.empty:
             return
@@ -526,14 +535,25 @@ class _Cascade:
         ref_items = ref.merge(self.book.items, on=["source", "invoice_id"])
         debtor = self._referenced_debtor(ref_items)
         ref_items = ref_items[ref_items["debtor_id"] == ref_items["line_id"].map(debtor)]
-        ref = ref[ref["invoice_id"].isin(ref_items["invoice_id"])]
-        base = self.active[self.active["line_id"].isin(debtor.index)].drop(columns="debtor_id")
+        ref = ref[isin(ref["invoice_id"], ref_items["invoice_id"])]
+        base = self.active[isin(self.active["line_id"], debtor.index)].drop(columns="debtor_id")
         base = base.assign(debtor_id=base["line_id"].map(debtor))
-        pool = _with_items(base, self.positive, "debtor_id", self.s)
-        referenced = pd.MultiIndex.from_frame(ref_items[["line_id", "source", "invoice_id"]])
-        mine = pd.MultiIndex.from_frame(pool[["line_id", "source", "invoice_id"]])
-        pool["rank"] = np.where(mine.isin(referenced), 0, 1)
-        # A referenced credit note or non-positive item is not in the pool; fine: cash pays invoices.
+        # The referenced invoices (cash pays invoices: a referenced credit note is left out)...
+        keys = ["source", "invoice_id"]
+        named = ref_items[["line_id", *keys]].merge(self.positive, on=keys)
+        first = _with_items(base, named.drop(columns="debtor_id"), "line_id", self.s)
+        first["debtor_id_item"], first["rank"] = first["debtor_id"], 0
+        # ...then, only for lines that pay more than those, the debtor's other invoices.
+        covered = first.groupby("line_id")["open_minor"].sum()
+        avail_first = first.groupby("line_id")["avail"].first()
+        more = base[
+            ~isin(base["line_id"], covered.index)
+            | base["line_id"].map(avail_first).gt(base["line_id"].map(covered)).fillna(False)
+        ]
+        rest = _with_items(more, self.positive, "debtor_id", self.s)
+        taken = pd.MultiIndex.from_frame(named[["line_id", *keys]])
+        rest = rest[~pd.MultiIndex.from_frame(rest[["line_id", *keys]]).isin(taken)]
+        pool = pd.concat([first, rest.assign(rank=1)], ignore_index=True)
         chosen = allocate(pool)
         if chosen.empty:
             return
@@ -581,7 +601,7 @@ class _Cascade:
                 .agg(lambda v: json.dumps({"debtors": sorted(map(str, v))}))
             )
             self.fail(
-                self.active[self.active["line_id"].isin(unsure.index)].sort_values("line_id"),
+                self.active[isin(self.active["line_id"], unsure.index)].sort_values("line_id"),
                 REFERENCE_CONFLICT,
                 unsure.sort_index().tolist(),
             )
@@ -595,8 +615,8 @@ class _Cascade:
         scale = left.set_index("line_id")["debtor_how"].map(DEBTOR_CONFIDENCE)
         no_rate = pool["avail"].isna()
         missing = left[
-            left["line_id"].isin(pool.loc[no_rate, "line_id"])
-            & ~left["line_id"].isin(pool.loc[~no_rate, "line_id"])
+            isin(left["line_id"], pool.loc[no_rate, "line_id"])
+            & ~isin(left["line_id"], pool.loc[~no_rate, "line_id"])
         ]
         self.fail(missing, NO_RATE)
         pool = pool[~no_rate]
@@ -611,7 +631,7 @@ class _Cascade:
         sets = self._exact_sets(self.active.dropna(subset=["debtor_id"]))
         if len(sets):
             self.settle(sets, "debtor_sum", _scaled(sets, scale, 0.9))
-        rest = pool[pool["line_id"].isin(self.active["line_id"])].assign(rank=0)
+        rest = pool[isin(pool["line_id"], self.active["line_id"])].assign(rank=0)
         chosen = allocate(rest)
         self.settle(chosen, "debtor_oldest", _scaled(chosen, scale, 0.85))
         # Known payer with nothing open in reach: all of it on account, for a person.
@@ -640,7 +660,7 @@ class _Cascade:
         whole = _same(first["avail"], total.reindex(first.index), first["exact"], self.s.tolerance)
         whole_lines = whole[whole].index
         if len(whole_lines):
-            found.append(a[a["line_id"].isin(whole_lines)][["line_id", "item"]].assign(set_id=0))
+            found.append(a[isin(a["line_id"], whole_lines)][["line_id", "item"]].assign(set_id=0))
         pairs = a.merge(a[["line_id", "item", "open_minor"]], on="line_id", suffixes=("", "_2"))
         pairs = pairs[pairs["item"] < pairs["item_2"]]
         pairs = pairs.assign(total=pairs["open_minor"] + pairs["open_minor_2"])
@@ -654,7 +674,7 @@ class _Cascade:
         triples = triples.assign(total=triples["total"] + triples["open_minor_3"])
         for size, frame in ((2, pairs), (3, triples)):
             hit = frame[_same(frame["avail"], frame["total"], frame["exact"], self.s.tolerance)]
-            hit = hit[~hit["line_id"].isin(whole_lines)]
+            hit = hit[~isin(hit["line_id"], whole_lines)]
             hit = hit.drop_duplicates("line_id")  # the first set found; a person sees the method
             for k in range(1, size + 1):
                 column = "item" if k == 1 else f"item_{k}"
@@ -704,7 +724,7 @@ class _Cascade:
         best = named.sort_values(["line_id", "score", "due_date"], ascending=[True, False, True])
         best = best.drop_duplicates("line_id")
         self.settle(best, "name_amount", pd.Series(0.85, index=best.index))
-        pool = pool[pool["line_id"].isin(self.active["line_id"])]
+        pool = pool[isin(pool["line_id"], self.active["line_id"])]
         gap = (pd.to_datetime(pool["booked_on"]) - pool["due_date"]).dt.days.abs()
         near = pool[gap <= self.s.window_days]
         near = near[near.groupby("line_id")["invoice_id"].transform("size") == 1]
