@@ -127,7 +127,7 @@ def evaluate(
     inst["cum_due"] = inst.groupby("promise_id")["amount_minor"].cumsum()
     inst["deadline"] = pd.to_datetime(inst["due_on"]) + pd.Timedelta(days=grace_days)
     by = ["debtor_id", "currency"]
-    money = paid.merge(inst[[*by, "promise_id", "created_on", "deadline"]], on=by)
+    money = paid.merge(inst.drop_duplicates("promise_id")[[*by, "promise_id", "created_on"]], on=by)
     money = money[pd.to_datetime(money["booked_on"]) >= pd.to_datetime(money["created_on"])]
     day = pd.Timestamp(as_of)
     # Money counted at each instalment's deadline (or today, if that is earlier).
