@@ -8,24 +8,19 @@ import pandas as pd
 
 from dunning.reconcile.promises import check, debtor_flags, evaluate
 
+COLUMNS = ["promise_id", "debtor_id", "kind", "created_on", "currency", "due_on", "amount", "seq"]
 
-def _instalments(rows: list[tuple]) -> pd.DataFrame:
-    text = pd.DataFrame(
-        rows,
-        columns=[
-            "promise_id",
-            "debtor_id",
-            "kind",
-            "created_on",
-            "currency",
-            "due_on",
-            "amount",
-            "seq",
-        ],
-    ).astype(str)
+
+def _text(rows: list[tuple | list]) -> pd.DataFrame:
+    """Promise rows as the reader hands them over: text cells with file and line."""
+    text = pd.DataFrame(rows, columns=COLUMNS).astype(str)
     text["channel"], text["source"], text["source_file"] = "phone", "promises", "p.csv"
     text["source_row"] = range(2, len(text) + 2)
-    clean, _quarantine = check(text, quarantine_empty())
+    return text
+
+
+def _instalments(rows: list[tuple]) -> pd.DataFrame:
+    clean, _quarantine = check(_text(rows), quarantine_empty())
     return clean
 
 
@@ -69,25 +64,7 @@ def test_a_reversed_payment_does_not_keep_a_promise() -> None:
 
 
 def test_bad_rows_are_quarantined_with_their_field() -> None:
-    text = pd.DataFrame(
-        [["R", "D3", "maybe", "2026-11-01", "USD", "2026-13-01", "-5", "1"]],
-        columns=[
-            "promise_id",
-            "debtor_id",
-            "kind",
-            "created_on",
-            "currency",
-            "due_on",
-            "amount",
-            "seq",
-        ],
-    )
-    text["channel"], text["source"], text["source_file"], text["source_row"] = (
-        "",
-        "promises",
-        "p.csv",
-        2,
-    )
+    text = _text([["R", "D3", "maybe", "2026-11-01", "USD", "2026-13-01", "-5", "1"]])
     clean, quarantine = check(text, quarantine_empty())
     assert clean.empty
     assert set(quarantine["field"]) == {"kind", "due_on", "amount"}

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from dunning import quality
 from dunning.config import Config, HistoryQuery
 from dunning.history import malformed_rows, read_export
-from dunning.reconcile.feeds import DECIMAL
+from dunning.reconcile.feeds import checked_money
 from dunning.sources import read_query
 
 COLUMNS = ("promise_id", "debtor_id", "kind", "created_on", "currency", "due_on", "amount")
@@ -60,18 +60,7 @@ def check(text: pd.DataFrame, malformed: pd.DataFrame) -> tuple[pd.DataFrame, pd
     issues.add(created.isna(), "created_on", quality.BAD_DATE, "not a date (YYYY-MM-DD)")
     issues.add(due.isna(), "due_on", quality.BAD_DATE, "not a date (YYYY-MM-DD)")
     issues.add(due < created, "due_on", quality.DUE_BEFORE_ISSUE, "due before the promise was made")
-    currency = text["currency"].str.strip().str.upper()
-    issues.add(
-        ~quality.isin(currency, quality.iso_currencies()),
-        "currency",
-        quality.BAD_CURRENCY,
-        "not an ISO 4217 currency",
-    )
-    negative, whole, frac = quality.parse_amount(text["amount"], DECIMAL)
-    minor, too_precise = quality.to_minor(
-        negative, whole, frac, quality.currency_exponent(currency), round_frac=False
-    )
-    issues.add(minor.isna() | too_precise, "amount", quality.BAD_AMOUNT, "not an amount")
+    currency, minor = checked_money(issues, text)
     issues.add(minor.le(0), "amount", quality.NEGATIVE_AMOUNT, "must be positive")
     seq = quality.to_int(text["seq"].where(text["seq"].str.strip() != "", "1"))
     issues.add(seq.isna(), "seq", quality.BAD_VALUE, "not a whole number")
