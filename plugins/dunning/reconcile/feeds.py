@@ -485,7 +485,8 @@ def checked_money(issues: quality._Issues, text: pd.DataFrame) -> tuple[pd.Serie
 
 def normalize_text(values: pd.Series) -> pd.Series:
     """Upper-case letters and digits only: how references and ids are compared."""
-    return values.fillna("").astype("str").str.upper().str.replace(r"[^0-9A-Z]+", "", regex=True)
+    text = pc.utf8_upper(quality._arrow(values.fillna("")))
+    return quality._back(pc.replace_substring_regex(text, r"[^0-9A-Z]+", ""), values.index)
 
 
 def fingerprints(lines: pd.DataFrame) -> pd.Series:

@@ -19,7 +19,9 @@ name_only          payer name close to one debtor, nothing else                 
 Confidences of the debtor stages are scaled by how the payer was identified (processor
 customer id 1.0, a bank account seen before 0.97, the account number in the text 0.95, the
 exact name 0.9).  A reference match is 0.99 when both the payer and the amount agree, 0.97
-when one does, 0.85 when neither does but the number is written in full, else 0.75.  Matches
+when one does, 0.85 when neither does but the number is written in full, else 0.75 -- and
+0.6 when the payer's name is nothing like the invoice's debtor (a keying error that hit
+somebody else's invoice is the usual story).  Matches
 below ``payments.auto_apply_confidence`` (0.8) are proposed, not applied: they go to the
 exceptions queue with the suggestion.
 
@@ -40,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dunning.quality import isin
+from dunning.quality import _arrow, _back, extract, isin
 from dunning.reconcile.feeds import normalize_text
 
 # Exception reasons (the queue's vocabulary).
@@ -56,7 +58,11 @@ DEBTOR_CONFIDENCE = {"customer_id": 1.0, "account": 0.97, "reference_account": 0
 MAX_SET_ITEMS = 12  # exact-sum search only for debtors with at most this many open items
 NAME_SCORE = 85  # rapidfuzz token_sort_ratio to call a payer name a debtor's
 NAME_ONLY_SCORE = 92
-STRANGER_SCORE = 60  # below: a payer name that is not the referenced invoice's debtor
+STRANGER_SCORE = 60
+_LINE_INPUT = (
+    "line_id", "booked_on", "amount_minor", "currency", "payer_name", "payer_account",
+    "reference", "debtor_hint", "invoice_hint",
+)  # fmt: skip  # below: a payer name that is not the referenced invoice's debtor
 _KEY = r"^(?P<letters>[A-Z]{0,4})(?P<digits>\d{3,})$"
 _LEGAL = r"\b(?:LTD|LIMITED|INC|LLC|LLP|PLC|CORP|CO|GMBH|SARL|SAS|SA|BV|AG|THE)\b"
 
@@ -93,19 +99,23 @@ ALLOCATION_COLUMNS = (
 
 
 def name_key(names: pd.Series) -> pd.Series:
-    """Payer and debtor names compared without case, punctuation or legal-form words."""
-    text = names.fillna("").astype("str").str.upper()
-    text = text.str.replace(r"[\W_]+", " ", regex=True).str.replace(_LEGAL, " ", regex=True)
-    return text.str.split().str.join(" ").fillna("")
+    """Payer and debtor names compared without case, punctuation or legal-form words (any
+    script: letters and digits are kept, in Arrow's RE2)."""
+    text = pc.utf8_upper(_arrow(names.fillna("")))
+    text = pc.replace_substring_regex(text, r"[^\p{L}\p{N}]+", " ")
+    text = pc.replace_substring_regex(text, _LEGAL, " ")
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r" {2,}", " "))
+    return _back(text, names.index).fillna("")
 
 
 def _digits_key(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """(key, digits as written, letter prefix): invoice numbers compared without prefix or
     leading zeros."""
     norm = normalize_text(values)
-    parts = norm.str.extract(_KEY)
+    parts = extract(norm, _KEY)
     digits = parts["digits"]
-    key = digits.str.lstrip("0").where(digits.notna(), norm)
+    stripped = _back(pc.utf8_ltrim(_arrow(digits.fillna("")), characters="0"), digits.index)
+    key = stripped.where(digits.notna(), norm)
     return key.fillna(""), digits.fillna(""), parts["letters"].fillna("")
 
 
@@ -130,6 +140,7 @@ def prepare_book(book: Book) -> Book:
     """Keys computed once per run: invoice-number keys, name keys, id keys."""
     items = book.items.copy()
     items["key"], items["digits"], items["letters"] = _digits_key(items["invoice_id"])
+    items["item_no"] = np.arange(len(items))  # each open item's row: cheap to mark and to debit
     items["due_date"] = pd.to_datetime(items["due_date"])
     debtors = book.debtors.copy()
     debtors["name_key"] = name_key(debtors["name"])
@@ -285,14 +296,18 @@ class _Cascade:
 
     def __init__(self, lines: pd.DataFrame, book: Book, settings: _Settings):
         self.book, self.s = book, settings
+        lines = lines[list(_LINE_INPUT)].reset_index(drop=True)  # no raw text through the joins
         self.tokens = _tokens(lines)
-        self.left = identify_debtors(lines.reset_index(drop=True), book, self.tokens)
+        known = identify_debtors(lines, book, self.tokens)
+        self.left = known.drop(
+            columns=["reference", "invoice_hint", "debtor_hint", "payer_account"]
+        )
         self.allocs: list[pd.DataFrame] = []
         self.outcomes: list[pd.DataFrame] = []
         self.exceptions: list[pd.DataFrame] = []
         self.held: set[str] = set()  # lines waiting for the next pass of the stage
-        self.touched: set[str] = set()  # invoices taken in this pass
-        self._rows: pd.Series | None = None
+        self.touched = np.zeros(len(book.items), dtype=bool)  # items taken in this pass
+        self.only: set[str] | None = None  # a later pass: just these lines
         self._positive()
 
     def _positive(self) -> None:
@@ -301,17 +316,20 @@ class _Cascade:
 
     @property
     def active(self) -> pd.DataFrame:
-        return self.left[~isin(self.left["line_id"], self.held)]
+        left = self.left if self.only is None else self.left[isin(self.left["line_id"], self.only)]
+        return left[~isin(left["line_id"], self.held)]
 
     def run(self, stage) -> None:
         """A stage in passes: a line whose invoices another line of the pass also takes waits
         for the next pass, so two payments never take the same open amount (each pass sees
         what the previous one left).  The lowest line id always goes, so passes end."""
+        self.only = None
         while True:
-            self.held, self.touched = set(), set()
+            self.held, self.touched = set(), np.zeros(len(self.book.items), dtype=bool)
             stage()
             if not self.held:
                 return
+            self.only = self.held  # the next pass is for the lines that waited, no others
 
     def settle(self, chosen: pd.DataFrame, method: str, confidence: pd.Series) -> None:
         """``chosen``: allocations (one row per item, with line_id, avail); ``confidence`` per
@@ -321,13 +339,13 @@ class _Cascade:
             return
         conf = confidence.groupby(chosen["line_id"]).max()
         sure = chosen["line_id"].map(conf) >= self.s.threshold
-        taking = chosen[sure & chosen["invoice_id"].notna()]
-        item = taking["source"].astype(str) + "|" + taking["invoice_id"].astype(str)
-        first = taking["line_id"].groupby(item.to_numpy()).transform("min")
-        late = (first != taking["line_id"]) | item.isin(self.touched)
+        taking = chosen[sure & chosen["item_no"].notna()]
+        item = taking["item_no"].to_numpy(dtype="int64")
+        first = taking["line_id"].groupby(item).transform("min")
+        late = (first != taking["line_id"]).to_numpy() | self.touched[item]
         wait = set(taking.loc[late, "line_id"])
         self.held |= wait
-        self.touched |= set(item[~isin(taking["line_id"], wait)])
+        self.touched[item[~isin(taking["line_id"], wait).to_numpy()]] = True
         chosen = chosen[~isin(chosen["line_id"], wait)]
         conf = conf.drop(list(wait))
         ok = conf[conf >= self.s.threshold].index
@@ -356,19 +374,12 @@ class _Cascade:
 
     def _consume(self, paying: pd.DataFrame) -> None:
         """Applied money leaves the items' open amounts for the stages that follow."""
-        rows = paying.dropna(subset=["invoice_id"])
+        rows = paying.dropna(subset=["item_no"])
         if rows.empty:
             return
         items = self.book.items
-        if self._rows is None:  # item -> row number, built once
-            self._rows = pd.Series(
-                np.arange(len(items)), index=items["source"] + "|" + items["invoice_id"]
-            )
-        at = self._rows.reindex(rows["source"] + "|" + rows["invoice_id"]).to_numpy()
         taken = np.zeros(len(items), dtype="int64")
-        np.add.at(
-            taken, at[~np.isnan(at)].astype("int64"), rows["amount_minor"].to_numpy()[~np.isnan(at)]
-        )
+        np.add.at(taken, rows["item_no"].to_numpy(dtype="int64"), rows["amount_minor"].to_numpy())
         items["open_minor"] = items["open_minor"].to_numpy(dtype="int64") - taken
         self._positive()
 
@@ -408,23 +419,19 @@ class _Cascade:
         )
 
     def _exception(self, proposed: pd.DataFrame, reason: str, method: str, conf: pd.Series) -> None:
-        grouped = proposed.groupby("line_id")
-        detail = [
-            json.dumps(
-                {
-                    "method": method,
-                    "confidence": round(float(conf[line]), 3),
-                    "debtor_id": str(rows["debtor_id_item"].iloc[0]),
-                    "invoices": {
-                        str(i): int(a)
-                        for i, a in zip(rows["invoice_id"], rows["amount_minor"], strict=True)
-                    },
-                }
-            )
-            for line, rows in grouped
-        ]
+        """The proposal as JSON per line (method, confidence, debtor, invoice -> amount), built
+        as text columns: there can be tens of thousands a day."""
+        pairs = proposed["invoice_id"].astype(str).map(json.dumps) + ": "
+        pairs += proposed["amount_minor"].astype("int64").astype(str)
+        invoices = pairs.groupby(proposed["line_id"]).agg(", ".join)
+        debtor = proposed.groupby("line_id")["debtor_id_item"].first().astype(str).map(json.dumps)
+        score = conf.reindex(invoices.index).round(3).astype(str)
+        detail = (
+            f'{{"method": "{method}", "confidence": ' + score + ', "debtor_id": '
+            + debtor.reindex(invoices.index) + ', "invoices": {' + invoices + "}}"
+        )  # fmt: skip
         self.exceptions.append(
-            pd.DataFrame({"line_id": list(grouped.groups), "reason": reason, "detail": detail})
+            pd.DataFrame({"line_id": invoices.index, "reason": reason, "detail": detail.to_numpy()})
         )
 
     def fail(self, lines: pd.DataFrame, reason: str, detail: str | list[str] = "{}") -> None:
@@ -572,12 +579,14 @@ class _Cascade:
         from rapidfuzz.fuzz import token_sort_ratio
         from rapidfuzz.process import cpdist
 
-        names = self.book.debtors.set_index("debtor_id")["name_key"]
-        payer = name_key(lines["payer_name"].reindex(avail.index))
-        owner = avail.index.to_series().map(debtor).map(names).fillna("")
-        score = cpdist(payer.tolist(), owner.tolist(), scorer=token_sort_ratio, workers=-1)
-        stranger = (payer != "").to_numpy() & (score < STRANGER_SCORE) & ~payer_ok.to_numpy()
-        conf[stranger & ~amount_ok.to_numpy()] = 0.6
+        doubt = avail.index[~payer_ok.to_numpy() & ~amount_ok.to_numpy()]
+        if len(doubt):
+            names = self.book.debtors.set_index("debtor_id")["name_key"]
+            payer = name_key(lines["payer_name"].reindex(doubt))
+            owner = doubt.to_series().map(debtor).map(names).fillna("")
+            score = cpdist(payer.tolist(), owner.tolist(), scorer=token_sort_ratio, workers=-1)
+            stranger = (payer != "").to_numpy() & (score < STRANGER_SCORE)
+            conf[doubt[stranger]] = 0.6
         self.settle(chosen, method, chosen["line_id"].map(conf))
 
     def _referenced_debtor(self, ref_items: pd.DataFrame) -> pd.Series:
@@ -639,7 +648,7 @@ class _Cascade:
         if len(idle):
             idle = idle.assign(
                 debtor_id_item=idle["debtor_id"], currency_item=idle["currency"],
-                avail=idle["amount_minor"], source=None, invoice_id=None, amount_minor=0,
+                avail=idle["amount_minor"], item_no=np.nan, source=None, invoice_id=None, amount_minor=0,
             )  # fmt: skip
             self.settle(idle, "on_account", _scaled(idle, scale, 1.0))
 
