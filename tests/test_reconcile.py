@@ -254,3 +254,28 @@ def test_rerun_replaces_its_own_rows(book) -> None:
         m.__tablename__: len(_table(engine, m)) for m in (ledger.PaymentLine, ledger.Allocation)
     } == counts
     assert again["payments_matched"] == first["payments_matched"] == 8
+
+
+def test_a_day_without_payments_and_undo_lines_that_take_too_much(book) -> None:
+    """A day with only declines and refunds runs; two refunds never take back more than the
+    payment; a failed refund takes nothing; a negative charge is quarantined, not flipped."""
+    _, engine, root = book
+    _run(book, DAY2)
+    day3 = date(2026, 11, 23)
+    (root.parent / "feeds" / "processor_2026-11-23.csv").write_text(
+        "id,type,status,created,amount,currency,customer,description,source_id,decline_code,network\n"
+        "re_a,refund,succeeded,2026-11-23T09:00:00Z,400.00,usd,D2,refund,ch_2001,,\n"
+        "re_b,refund,succeeded,2026-11-23T10:00:00Z,400.00,usd,D2,refund,ch_2001,,\n"
+        "re_c,refund,failed,2026-11-23T11:00:00Z,100.00,usd,D1,refund,ch_3001,,\n"
+        "ch_n,charge,succeeded,2026-11-23T12:00:00Z,-50.00,usd,D1,oops,,,\n"
+        "ch_d,charge,failed,2026-11-23T13:00:00Z,20.00,usd,D5,card,,do_not_honor,visa\n",
+        encoding="utf-8",
+    )
+    r = _run(book, day3)
+    assert r["payments_matched"] == 0 and r["declines"] == 1
+    taken = _table(engine, ledger.Allocation, as_of=day3)
+    assert taken.groupby("invoice_id")["amount_minor"].sum().to_dict() == {"INV-0002001": -50000}
+    lines = _table(engine, ledger.PaymentLine, as_of=day3).set_index("external_id")
+    assert lines.loc["re_c", "status"] == "ignored"
+    q = pd.read_parquet(root / r["quarantine"])
+    assert q.loc[q["source_row"].astype(int) == 5, "reason"].tolist() == ["NEGATIVE_AMOUNT"]

@@ -116,9 +116,10 @@ def open_after_payments(
     out["paid"] = out["paid"].fillna(0).astype("int64")
     lowered = out["open_minor"].astype("int64") - out["paid"]
     ceiling = out["amount_minor"].astype("int64") if "amount_minor" in out else lowered
-    positive = out["open_minor"] > 0
+    # Invoices lower; a reversal also reopens one AR already shows as paid.
+    adjust = (out["open_minor"] > 0) | (out["paid"] < 0)
     out["open_minor"] = np.where(
-        positive, np.clip(lowered, 0, np.maximum(ceiling, 0)), out["open_minor"]
+        adjust, np.clip(lowered, 0, np.maximum(ceiling, 0)), out["open_minor"]
     )
     out = out.drop(columns="paid")
     present = pd.MultiIndex.from_frame(invoices[["source", "invoice_id"]].astype(str))
@@ -189,7 +190,11 @@ def _undo(
     )
     if linked.empty:
         return matching._empty_allocations(), linked
-    share = np.minimum(linked["amount_minor"] / linked["orig_amount"], 1.0)
+    # Several undo lines of one payment never take back more than it paid (today's, in order).
+    linked = linked.sort_values("line_id")
+    before = linked.groupby("orig_line")["amount_minor"].cumsum() - linked["amount_minor"]
+    left = (linked["orig_amount"] - before).clip(lower=0)
+    share = np.minimum(linked["amount_minor"], left) / linked["orig_amount"]
     back = (
         linked[["line_id", "orig_line", "kind"]]
         .assign(share=share)
@@ -270,7 +275,10 @@ def _earlier_payments(conn: sa.Connection, lines: pd.DataFrame, as_of: date) -> 
         return pd.DataFrame(columns=["line_id", "external_id", "amount_minor"])
     return pd.read_sql(
         sa.select(t.line_id, t.external_id, t.amount_minor, t.debtor_id).where(
-            t.external_id.in_(wanted), t.kind == "payment", t.as_of != as_of
+            t.external_id.in_(wanted),
+            t.kind == "payment",
+            t.as_of != as_of,
+            t.status != "duplicate",
         ),
         conn,
     )
@@ -297,7 +305,7 @@ def _retries(
 ) -> pd.DataFrame:
     if declines.empty:
         return retries.schedule(declines, earlier, pd.Series(dtype=str), rules)
-    known = book.debtors.set_index("id_key")
+    known = book.debtors.drop_duplicates("id_key", keep=False).set_index("id_key")
     debtor = feeds.normalize_text(declines["debtor_hint"]).map(known["debtor_id"])
     country = feeds.normalize_text(declines["debtor_hint"]).map(known["country"])
     frame = retries.classify(declines).assign(
@@ -319,16 +327,18 @@ def _statuses(lines, matched, undo, linked, undone) -> pd.DataFrame:
     out["debtor_id"], out["method"], out["confidence"] = None, None, np.nan
     o = matched.outcomes.set_index("line_id")
     hit = out["line_id"].isin(o.index)
-    out.loc[hit, "status"] = out.loc[hit, "line_id"].map(o["status"])
-    out.loc[hit, "debtor_id"] = out.loc[hit, "line_id"].map(o["debtor_id"])
-    out.loc[hit, "method"] = out.loc[hit, "line_id"].map(o["method"])
-    out.loc[hit, "confidence"] = out.loc[hit, "line_id"].map(o["confidence"])
+    if hit.any():  # (an empty map would come back as text)
+        out.loc[hit, "status"] = out.loc[hit, "line_id"].map(o["status"])
+        out.loc[hit, "debtor_id"] = out.loc[hit, "line_id"].map(o["debtor_id"])
+        out.loc[hit, "method"] = out.loc[hit, "line_id"].map(o["method"])
+        out.loc[hit, "confidence"] = out.loc[hit, "line_id"].map(o["confidence"])
     done = out["line_id"].isin(linked["line_id"])
-    out.loc[done, "status"] = "applied"
-    out.loc[done, "method"] = out.loc[done, "kind"]
-    out.loc[done, "confidence"] = 1.0
-    by_line = undone.groupby("line_id")["debtor_id"].first()
-    out.loc[done, "debtor_id"] = out.loc[done, "line_id"].map(by_line)
+    if done.any():
+        out.loc[done, "status"] = "applied"
+        out.loc[done, "method"] = out.loc[done, "kind"]
+        out.loc[done, "confidence"] = 1.0
+        by_line = undone.groupby("line_id")["debtor_id"].first()
+        out.loc[done, "debtor_id"] = out.loc[done, "line_id"].map(by_line)
     return out
 
 

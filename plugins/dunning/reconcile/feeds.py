@@ -147,6 +147,9 @@ def _processor_csv(path: Path, feed: PaymentFeed) -> tuple[pd.DataFrame, pd.Data
     status = frame["status"].str.strip().str.lower()
     failed = kind.eq("payment") & status.isin(["failed", "declined"])
     kind = kind.mask(failed, "decline")
+    # A refund that failed, a dispute the merchant won: no money went back.
+    kind = kind.mask(kind.eq("refund") & status.isin(["failed", "canceled", "cancelled"]), "other")
+    kind = kind.mask(kind.eq("chargeback") & status.eq("won"), "other")
     kind = kind.mask(
         kind.eq("payment") & ~status.isin(["succeeded", "paid", "failed", ""]), "other"
     )
@@ -445,6 +448,12 @@ def typed(text: pd.DataFrame, feed: PaymentFeed) -> tuple[pd.DataFrame, pd.DataF
     issues.add(booked.isna(), "booked_on", quality.BAD_DATE, "not a date (YYYY-MM-DD)")
     currency, minor = checked_money(issues, text)
     issues.add(minor.eq(0), "amount", quality.BAD_AMOUNT, "zero amount")
+    issues.add(
+        minor.lt(0) & text["kind"].isin(["payment", "decline"]),
+        "amount",
+        quality.NEGATIVE_AMOUNT,
+        "a payment cannot be negative (money going back is a refund or reversal)",
+    )
     issues.add(~text["kind"].isin(KINDS), "kind", quality.BAD_VALUE, f"kind not in {sorted(KINDS)}")
     out = text.assign(
         feed=feed.name,

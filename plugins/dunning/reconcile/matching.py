@@ -59,6 +59,7 @@ MAX_SET_ITEMS = 12  # exact-sum search only for debtors with at most this many o
 NAME_SCORE = 85  # rapidfuzz token_sort_ratio to call a payer name a debtor's
 NAME_ONLY_SCORE = 92
 STRANGER_SCORE = 60
+AMOUNT_PEERS = 20  # an amount more invoices share than this is no clue to who paid
 _LINE_INPUT = (
     "line_id", "booked_on", "amount_minor", "currency", "payer_name", "payer_account",
     "reference", "debtor_hint", "invoice_hint",
@@ -206,7 +207,8 @@ def _same(a: pd.Series, b: pd.Series, exact: pd.Series, tolerance: float) -> pd.
 
 def identify_debtors(lines: pd.DataFrame, book: Book, tokens: pd.DataFrame) -> pd.DataFrame:
     """``debtor_id`` and ``debtor_how`` per line, from the surest clue present."""
-    ids = book.debtors.set_index("id_key")["debtor_id"]
+    # Ids that differ only by case or punctuation identify nobody.
+    ids = book.debtors.drop_duplicates("id_key", keep=False).set_index("id_key")["debtor_id"]
     found = pd.Series(pd.NA, index=lines.index, dtype="object")
     how = pd.Series(pd.NA, index=lines.index, dtype="object")
 
@@ -512,7 +514,7 @@ class _Cascade:
             t[t["debtor_id"].isna()]
             .drop(columns="debtor_id")
             .merge(
-                items.rename(columns={"open_minor": "amount_minor"}),
+                _telling(items).rename(columns={"open_minor": "amount_minor"}),
                 on=["amount_minor", "currency"],
                 suffixes=("_token", ""),
             )
@@ -708,7 +710,7 @@ class _Cascade:
         if left.empty:
             return
         pool = left.drop(columns="debtor_id").merge(
-            self.positive.drop(columns="amount_minor", errors="ignore").rename(
+            _telling(self.positive.drop(columns="amount_minor", errors="ignore")).rename(
                 columns={"open_minor": "amount_minor"}
             ),
             on=["amount_minor", "currency"],
@@ -788,7 +790,15 @@ class _Cascade:
         outcomes = (
             pd.concat(self.outcomes, ignore_index=True)
             if self.outcomes
-            else pd.DataFrame(columns=["line_id", "status", "debtor_id", "method", "confidence"])
+            else pd.DataFrame(
+                {
+                    "line_id": pd.Series(dtype="object"),
+                    "status": pd.Series(dtype="object"),
+                    "debtor_id": pd.Series(dtype="object"),
+                    "method": pd.Series(dtype="object"),
+                    "confidence": pd.Series(dtype="float"),
+                }
+            )
         )
         exceptions = (
             pd.concat(self.exceptions, ignore_index=True)
@@ -798,6 +808,14 @@ class _Cascade:
         return Matched(
             allocs[list(ALLOCATION_COLUMNS)], outcomes, exceptions.drop_duplicates("line_id")
         )
+
+
+def _telling(items: pd.DataFrame) -> pd.DataFrame:
+    """Open items whose amount says something: an amount that more than ``AMOUNT_PEERS``
+    invoices share (a standard monthly bill) identifies nobody, and joining on it would pair
+    each such payment with thousands of invoices."""
+    peers = items.groupby(["open_minor", "currency"])["open_minor"].transform("size")
+    return items[peers <= AMOUNT_PEERS]
 
 
 def _empty_allocations() -> pd.DataFrame:
