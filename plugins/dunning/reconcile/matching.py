@@ -259,7 +259,12 @@ def _with_items(lines: pd.DataFrame, items: pd.DataFrame, on: str, settings) -> 
         settings.rates,
     )  # fmt: skip
     joined["exact"] = joined["currency"] == joined["currency_item"]
-    return joined
+    # One currency per line: its own when the payer owes in it, else one other (a running
+    # total across currencies would pay more than was paid).
+    own = joined.groupby("line_id")["exact"].transform("any")
+    joined = joined[joined["exact"] | ~own]
+    first = joined.groupby("line_id")["currency_item"].transform("first")
+    return joined[joined["currency_item"] == first]
 
 
 def _scaled(chosen: pd.DataFrame, scale: pd.Series, factor: float) -> pd.Series:
