@@ -275,7 +275,7 @@ class PaymentLine(Base):
     __tablename__ = "payment_lines"
 
     line_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(sa.String(64), index=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))  # read by booking-date range
     as_of: Mapped[date] = mapped_column(sa.Date, index=True)  # the run that reconciled it
     feed: Mapped[str] = mapped_column(sa.String(64))
     format: Mapped[str] = mapped_column(sa.String(16))
@@ -298,8 +298,8 @@ class PaymentLine(Base):
     advice_code: Mapped[str | None] = mapped_column(sa.String(8))
     raw: Mapped[str] = mapped_column(sa.Text)
     # applied | exception | duplicate | declined | ignored (not customer money: fees, outgoing)
-    status: Mapped[str] = mapped_column(sa.String(16), index=True)
-    debtor_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    debtor_id: Mapped[str | None] = mapped_column(sa.String(64))
     method: Mapped[str | None] = mapped_column(sa.String(32))
     confidence: Mapped[float | None]
     duplicate_of: Mapped[str | None] = mapped_column(sa.String(64))
@@ -315,9 +315,9 @@ class Allocation(Base):
     as_of: Mapped[date] = mapped_column(sa.Date, index=True)
     line_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     booked_on: Mapped[date] = mapped_column(sa.Date, index=True)
-    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64))
     source: Mapped[str | None] = mapped_column(sa.String(64))
-    invoice_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(sa.String(64))
     currency: Mapped[str] = mapped_column(sa.String(3))
     amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
     method: Mapped[str] = mapped_column(sa.String(32))

@@ -32,8 +32,6 @@ def upgrade() -> None:
     with op.batch_alter_table("allocations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_allocations_as_of"), ["as_of"], unique=False)
         batch_op.create_index(batch_op.f("ix_allocations_booked_on"), ["booked_on"], unique=False)
-        batch_op.create_index(batch_op.f("ix_allocations_debtor_id"), ["debtor_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_allocations_invoice_id"), ["invoice_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_allocations_line_id"), ["line_id"], unique=False)
 
     op.create_table(
@@ -136,22 +134,14 @@ def upgrade() -> None:
     with op.batch_alter_table("payment_lines", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_payment_lines_as_of"), ["as_of"], unique=False)
         batch_op.create_index(batch_op.f("ix_payment_lines_booked_on"), ["booked_on"], unique=False)
-        batch_op.create_index(batch_op.f("ix_payment_lines_debtor_id"), ["debtor_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_payment_lines_external_id"), ["external_id"], unique=False
         )
-        batch_op.create_index(
-            batch_op.f("ix_payment_lines_fingerprint"), ["fingerprint"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_payment_lines_status"), ["status"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("payment_lines", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_payment_lines_status"))
-        batch_op.drop_index(batch_op.f("ix_payment_lines_fingerprint"))
         batch_op.drop_index(batch_op.f("ix_payment_lines_external_id"))
-        batch_op.drop_index(batch_op.f("ix_payment_lines_debtor_id"))
         batch_op.drop_index(batch_op.f("ix_payment_lines_booked_on"))
         batch_op.drop_index(batch_op.f("ix_payment_lines_as_of"))
 
@@ -173,8 +163,6 @@ def downgrade() -> None:
     op.drop_table("instalments")
     with op.batch_alter_table("allocations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_allocations_line_id"))
-        batch_op.drop_index(batch_op.f("ix_allocations_invoice_id"))
-        batch_op.drop_index(batch_op.f("ix_allocations_debtor_id"))
         batch_op.drop_index(batch_op.f("ix_allocations_booked_on"))
         batch_op.drop_index(batch_op.f("ix_allocations_as_of"))
 
