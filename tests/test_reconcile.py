@@ -279,3 +279,16 @@ def test_a_day_without_payments_and_undo_lines_that_take_too_much(book) -> None:
     assert lines.loc["re_c", "status"] == "ignored"
     q = pd.read_parquet(root / r["quarantine"])
     assert q.loc[q["source_row"].astype(int) == 5, "reason"].tolist() == ["NEGATIVE_AMOUNT"]
+
+
+def test_a_backfill_never_instructs_the_processor(book) -> None:
+    """Retry instructions of a backfill or dry run are a preview: no card is charged for a
+    past date."""
+    cfg, engine, root = book
+    root.mkdir(exist_ok=True)
+    from upath import UPath
+
+    r = reconcile_to_lake(cfg, DAY2, UPath(root), engine, instruct=False)
+    assert r["retries"].endswith("retry_instructions.preview.csv")
+    assert (root / r["retries"]).exists()
+    assert not list(root.rglob("retry_instructions.csv"))

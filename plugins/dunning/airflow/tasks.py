@@ -232,7 +232,13 @@ def reconcile(run: dict, loaded: dict) -> dict:
     from dunning.reconcile import reconcile_to_lake
 
     with ledger.ledger(_ledger_url()) as engine:
-        result = reconcile_to_lake(dconfig.load_config(), _as_of(run), lake_root(), engine)
+        result = reconcile_to_lake(
+            dconfig.load_config(),
+            _as_of(run),
+            lake_root(),
+            engine,
+            instruct=not (run["backfill"] or run["dry_run"]),
+        )
     log.info(
         "Payments: %s matched, %s to review %s; retries %s; exceptions at %s",
         result["payments_matched"],

@@ -31,7 +31,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from dunning import lake, ledger, quality
-from dunning.config import Config, PaymentFeed
+from dunning.config import Config
 from dunning.reconcile import feeds, matching, promises, retries
 from dunning.reconcile.feeds import UNDOING
 
@@ -52,14 +52,11 @@ def read_lines(cfg: Config, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame]:
         parts.append(lines.assign(_order=order))
         quarantine += [bad, malformed]
     if not parts:
-        empty = feeds.typed(feeds._empty_text("none"), _NO_FEED)[0]
+        empty = pd.DataFrame({c: pd.Series(dtype="object") for c in feeds.LINE_COLUMNS})
         return empty.assign(_order=0), quality._empty_quarantine()
     lines = pd.concat(parts, ignore_index=True)
     lines = lines[pd.to_datetime(lines["booked_on"]) <= pd.Timestamp(as_of)]
     return lines.reset_index(drop=True), pd.concat(quarantine, ignore_index=True)
-
-
-_NO_FEED = PaymentFeed(name="none", format="processor_csv", path="-")
 
 
 def _known(conn: sa.Connection, lines: pd.DataFrame, as_of: date) -> pd.DataFrame:
@@ -412,8 +409,13 @@ def _csv(frame: pd.DataFrame) -> bytes:
     return quality.neutralize(frame).to_csv(index=False).encode("utf-8")
 
 
-def reconcile_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine) -> dict[str, Any]:
-    """The daily stage: reconcile, then write the review files to the lake."""
+def reconcile_to_lake(
+    cfg: Config, as_of: date, root: Any, engine: sa.Engine, *, instruct: bool = True
+) -> dict[str, Any]:
+    """The daily stage: reconcile, then write the review files to the lake.
+
+    ``instruct`` False (a backfill or a dry run) writes the card retry instructions as a
+    preview the processor integration does not pick up: a past date never charges a card."""
     r = reconcile(cfg, as_of, engine)
     part = lake.partition("reconcile", as_of)
     lines, exceptions = r["lines"], r["exceptions"]
@@ -422,7 +424,7 @@ def reconcile_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine) ->
         "allocations": f"{part}/allocations.parquet",
         "flags": f"{part}/debtor_flags.parquet",
         "exceptions": f"{part}/exceptions.csv",
-        "retries": f"{part}/retry_instructions.csv",
+        "retries": f"{part}/retry_instructions{'' if instruct else '.preview'}.csv",
         "instalments": f"{part}/instalments.parquet",
     }
     lake.write_parquet(root / keys["lines"], lines)

@@ -18,8 +18,6 @@ method), one row per declined charge, written each run.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import pandas as pd
 
@@ -81,17 +79,16 @@ def classify(declines: pd.DataFrame) -> pd.DataFrame:
 
 def next_banking_day(days: pd.Series, countries: pd.Series) -> pd.Series:
     """The day itself or the next one that is not a weekend or holiday in the country."""
-    out = pd.to_datetime(days).dt.date
+    out = pd.to_datetime(days).dt.normalize()
+    countries = countries.fillna("").astype(str).set_axis(out.index)
     for _ in range(10):  # no market closes for more than a few days running
-        closed = pd.Series(
-            [day_off(c, d) for c, d in zip(countries.fillna(""), out, strict=True)],
-            index=out.index,
-            dtype=bool,
-        )
+        pairs = pd.DataFrame({"c": countries, "d": out}).drop_duplicates()
+        off = {(c, d): day_off(c, d.date()) for c, d in zip(pairs["c"], pairs["d"], strict=True)}
+        closed = pd.Series(list(zip(countries, out, strict=True)), index=out.index).map(off)
         if not closed.any():
             break
-        out = out.where(~closed, out.map(lambda d: d + timedelta(days=1)))
-    return out
+        out = out.where(~closed.astype(bool), out + pd.Timedelta(days=1))
+    return out.dt.date
 
 
 def schedule(
