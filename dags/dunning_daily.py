@@ -94,7 +94,7 @@ def dunning_daily() -> None:
     extracts = t.extract.partial(run=run).expand(source=t.select_sources())
     validated = t.validate(run=run, extracts=extracts)
     loaded = t.load_ledger(run=run, validated=validated)
-    reconciled = t.reconcile(run=run, loaded=loaded)
+    reconciled = t.reconcile(run=run, validated=validated, loaded=loaded)
     aged = t.age(run=run, validated=validated, loaded=loaded, reconciled=reconciled)
     scored = t.score(run=run, aged=aged, history=load_history(run=run))
     planned = t.plan(run=run, scored=scored)

@@ -52,6 +52,9 @@ def test_bench_prints_a_table_and_writes_one_record_per_size_and_stage(tmp_path)
     for size in (300, 600):
         expected = ("extract", "validate", "load_ledger", "age", "plan", "comply", "comply_engine")
         assert {(size, s) for s in expected} <= stages
+        # Reconciliation is timed as a whole and split: matching (the budget) and recording.
+        assert {(size, s) for s in ("reconcile", "reconcile.match", "reconcile.record")} <= stages
+    assert "match N payments" in out.stdout
     timed = rows
     assert all(r["seconds"] > 0 and r["peak_mb"] > 50 for r in timed)
 

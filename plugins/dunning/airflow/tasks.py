@@ -225,7 +225,7 @@ def load_ledger(run: dict, validated: dict) -> dict:
 
 
 @task(retry_policy=DATA_ERRORS)
-def reconcile(run: dict, loaded: dict) -> dict:
+def reconcile(run: dict, validated: dict, loaded: dict) -> dict:
     """Payment feeds matched to the snapshot's open invoices before anything is planned, so
     money that came in stops the reminders today; the rest goes to the exceptions queue."""
     from dunning import ledger
@@ -238,6 +238,7 @@ def reconcile(run: dict, loaded: dict) -> dict:
             lake_root(),
             engine,
             instruct=not (run["backfill"] or run["dry_run"]),
+            validated=validated,
         )
     log.info(
         "Payments: %s matched, %s to review %s; retries %s; exceptions at %s",

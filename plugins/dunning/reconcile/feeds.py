@@ -463,14 +463,17 @@ def typed(text: pd.DataFrame, feed: PaymentFeed) -> tuple[pd.DataFrame, pd.DataF
         currency=currency,
     )
     bad = issues.bad_index()
-    out = out.drop(index=bad)
-    out["fingerprint"] = fingerprints(out)
-    occurrence = out.groupby(["fingerprint", "source_file"]).cumcount().astype("str")
-    out["line_id"] = _hash(
-        out["feed"] + "|" + out["source_file"] + "|" + out["fingerprint"] + "#" + occurrence
-    )
-    out["fingerprint"] = out["fingerprint"] + "#" + occurrence
-    return out[list(LINE_COLUMNS)].reset_index(drop=True), issues.records()
+    out = out.drop(index=bad).reset_index(drop=True)
+    money = _digest(_money_key(out))
+    # The same money twice in one file is two lines: numbered by occurrence.
+    file = pd.factorize(out["source_file"])[0]
+    key = pd.DataFrame({"a": money[0], "b": money[1], "f": file})
+    occurrence = key.groupby(["a", "b", "f"], sort=False).cumcount().to_numpy()
+    out["fingerprint"] = _text(money, occurrence)
+    # The line: this money, this occurrence, in this file of this feed.
+    key = key.assign(n=occurrence, feed=out["feed"], file=out["source_file"]).drop(columns="f")
+    out["line_id"] = _text(_digest(key))
+    return out[list(LINE_COLUMNS)], issues.records()
 
 
 def checked_money(issues: quality._Issues, text: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -498,28 +501,32 @@ def normalize_text(values: pd.Series) -> pd.Series:
     return quality._back(pc.replace_substring_regex(text, r"[^0-9A-Z]+", ""), values.index)
 
 
-def fingerprints(lines: pd.DataFrame) -> pd.Series:
+def _money_key(lines: pd.DataFrame) -> pd.DataFrame:
     """What makes two lines the same money, whichever feed reported it: kind, booking day,
     currency, amount and the reference's letters and digits."""
-    key = (
-        lines["kind"].astype("str")
-        + "|"
-        + pd.to_datetime(lines["booked_on"]).dt.strftime("%Y-%m-%d")
-        + "|"
-        + lines["currency"]
-        + "|"
-        + lines["amount_minor"].astype("str")
-        + "|"
-        + normalize_text(lines["reference"]).str.slice(0, 60)
+    return pd.DataFrame(
+        {
+            "kind": lines["kind"].astype("str"),
+            "day": pd.to_datetime(lines["booked_on"]).astype("datetime64[s]"),
+            "currency": lines["currency"].astype("str"),
+            "amount": lines["amount_minor"].astype("int64"),
+            "reference": normalize_text(lines["reference"]).str.slice(0, 60),
+        }
     )
-    return _hash(key)
 
 
-def _hash(values: pd.Series) -> pd.Series:
-    """A 128-bit content hash as text, computed vectorized (two keyed 64-bit hashes)."""
-    parts = [
-        pa.array(pd.util.hash_pandas_object(values, index=False, hash_key=key).to_numpy())
+def _digest(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A 128-bit content hash of each row (two keyed 64-bit hashes of its columns, computed
+    vectorized, no text built)."""
+    return tuple(
+        pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy()
         for key in ("dunning-payments", "lines-are-money!")
-    ]
-    text = pc.binary_join_element_wise(*(pc.cast(p, pa.string()) for p in parts), "-")
-    return pd.Series(text.to_numpy(zero_copy_only=False), index=values.index, dtype="str")
+    )
+
+
+def _text(digest: tuple[np.ndarray, ...], *more: np.ndarray) -> pd.Series:
+    """Hash parts (and small counters) as the ``a-b[#n]`` text the ledger keys lines by."""
+    text = pc.binary_join_element_wise(*(pc.cast(pa.array(p), pa.string()) for p in digest), "-")
+    for part in more:
+        text = pc.binary_join_element_wise(text, pc.cast(pa.array(part), pa.string()), "#")
+    return pd.Series(text.to_numpy(zero_copy_only=False), dtype="str")

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from dunning.quality import _arrow, _back, extract, isin
@@ -64,6 +63,16 @@ _LINE_INPUT = (
     "line_id", "booked_on", "amount_minor", "currency", "payer_name", "payer_account",
     "reference", "debtor_hint", "invoice_hint",
 )  # fmt: skip  # below: a payer name that is not the referenced invoice's debtor
+_POOL_ITEM = (
+    "source",
+    "invoice_id",
+    "debtor_id",
+    "currency",
+    "due_date",
+    "open_minor",
+    "item_no",
+    "key",
+)
 _KEY = r"^(?P<letters>[A-Z]{0,4})(?P<digits>\d{3,})$"
 _LEGAL = r"\b(?:LTD|LIMITED|INC|LLC|LLP|PLC|CORP|CO|GMBH|SARL|SAS|SA|BV|AG|THE)\b"
 
@@ -83,7 +92,7 @@ class Matched:
     allocations: (
         pd.DataFrame
     )  # line_id, source, invoice_id, debtor_id, currency, amount_minor, method, confidence
-    outcomes: pd.DataFrame  # line_id, status, debtor_id, method, confidence
+    outcomes: pd.DataFrame  # line_id, status, debtor_id, method, confidence, row (input's)
     exceptions: pd.DataFrame  # line_id, reason, detail (JSON text)
 
 
@@ -120,29 +129,43 @@ def _digits_key(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     return key.fillna(""), digits.fillna(""), parts["letters"].fillna("")
 
 
-def _tokens(lines: pd.DataFrame) -> pd.DataFrame:
-    """Every letter/digit run of each line's reference and invoice hint, with its key."""
+def _tokens(lines: pd.DataFrame, item_keys: pd.Index, debtor_keys: pd.Index) -> pd.DataFrame:
+    """The letter/digit runs of each line's reference and invoice hint that can say something:
+    an open item's key (``key_no``, its position in ``item_keys``), a debtor's id, or a number
+    long enough to be a mistyped invoice number (``key_no`` -1)."""
     text = (lines["reference"].fillna("") + " " + lines["invoice_hint"].fillna("")).str.upper()
-    arr = pa.array(text.to_numpy(dtype=object), type=pa.string())
-    parts = pc.split_pattern_regex(arr, r"[^0-9A-Z]+")
+    parts = pc.split_pattern_regex(_arrow(text), r"[^0-9A-Z]+")
     flat = pc.list_flatten(parts)
-    parent = pc.list_parent_indices(parts).to_numpy()
     tokens = pd.DataFrame(
-        {"row": parent, "token": pd.Series(flat.to_numpy(zero_copy_only=False), dtype="str")}
+        {"row": pc.list_parent_indices(parts).to_numpy(), "token": flat.to_pandas()}
     )
     tokens = tokens[tokens["token"].str.len() >= 3]
-    key, digits, letters = _digits_key(tokens["token"])
-    tokens = tokens.assign(key=key, digits=digits, letters=letters)
-    tokens["line_id"] = lines["line_id"].to_numpy()[tokens["row"].to_numpy()]
-    return tokens.drop_duplicates(["line_id", "key"])
+    # Keyed once per distinct token: "INVOICE" is on most lines.
+    codes, uniques = pd.factorize(tokens["token"])
+    uniques = pd.Series(uniques, dtype="str")
+    key, digits, letters = _digits_key(uniques)
+    key_no = item_keys.get_indexer(key)
+    useful = (key_no >= 0) | (digits.str.len() >= 4).to_numpy() | isin(uniques, debtor_keys)
+    same_key = pd.factorize(key)[0]  # "0001234" and "1234" are one key
+    tokens = tokens[useful.to_numpy()[codes]]
+    codes = codes[useful.to_numpy()[codes]]
+    tokens = tokens.assign(
+        key=key.to_numpy()[codes], digits=digits.to_numpy()[codes],
+        letters=letters.to_numpy()[codes], key_no=key_no[codes],
+        line_id=lines["line_id"].to_numpy()[tokens["row"].to_numpy()],
+    )  # fmt: skip
+    pair = tokens["line_id"].to_numpy() * (len(same_key) + 1) + same_key[codes]
+    return tokens[~pd.Series(pair).duplicated().to_numpy()]
 
 
 def prepare_book(book: Book) -> Book:
     """Keys computed once per run: invoice-number keys, name keys, id keys."""
-    items = book.items.copy()
+    items = book.items.assign(due_date=pd.to_datetime(book.items["due_date"]))
+    # In allocation order (oldest due date, then invoice number), so that each item's row
+    # number, ``item_no``, is both its address (cheap to mark and to debit) and its rank.
+    items = items.sort_values(["due_date", "invoice_id", "source"]).reset_index(drop=True)
     items["key"], items["digits"], items["letters"] = _digits_key(items["invoice_id"])
-    items["item_no"] = np.arange(len(items))  # each open item's row: cheap to mark and to debit
-    items["due_date"] = pd.to_datetime(items["due_date"])
+    items["item_no"] = np.arange(len(items))
     debtors = book.debtors.copy()
     debtors["name_key"] = name_key(debtors["name"])
     debtors["id_key"] = normalize_text(debtors["debtor_id"])
@@ -227,7 +250,8 @@ def identify_debtors(lines: pd.DataFrame, book: Book, tokens: pd.DataFrame) -> p
     take(pd.Series(np.arange(len(lines)), index=lines.index).map(by_row), "reference_account")
     names = book.debtors[book.debtors["name_key"] != ""]
     unique = names.drop_duplicates("name_key", keep=False).set_index("name_key")["debtor_id"]
-    take(name_key(lines["payer_name"]).map(unique), "name")
+    rest = found.isna()
+    take(name_key(lines.loc[rest, "payer_name"]).map(unique).reindex(lines.index), "name")
     return lines.assign(debtor_id=found, debtor_how=how)
 
 
@@ -242,11 +266,19 @@ def allocate(cands: pd.DataFrame) -> pd.DataFrame:
     cands = cands[cands["avail"].notna()]  # no rate to the item's currency: not a candidate
     if cands.empty:
         return cands.assign(amount_minor=pd.Series(dtype="int64"))
-    cands = cands.sort_values(["line_id", "rank", "due_date", "invoice_id"], kind="stable")
-    cum = cands.groupby("line_id", sort=False)["open_minor"].cumsum()
-    before = cum - cands["open_minor"]
-    amount = np.minimum(np.maximum(cands["avail"] - before, 0), cands["open_minor"])
-    return cands.assign(amount_minor=amount.astype("int64"))[amount > 0]
+    # Sorted by three integer keys, then only the rows that receive money are taken: the
+    # candidates are wide and a full reorder of them costs more than the arithmetic.
+    line = cands["line_id"].to_numpy(dtype="int64")
+    order = np.lexsort((cands["item_no"].to_numpy(), cands["rank"].to_numpy(), line))
+    line, open_ = line[order], cands["open_minor"].to_numpy(dtype="int64")[order]
+    prior = np.cumsum(open_) - open_  # open amounts of all earlier rows...
+    starts = np.r_[True, line[1:] != line[:-1]]
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(line)), 0))
+    before = prior - prior[first]  # ...of the same line
+    avail = cands["avail"].to_numpy(dtype="float")[order]
+    amount = np.minimum(np.maximum(avail - before, 0), open_).astype("int64")
+    paid = amount > 0
+    return cands.iloc[order[paid]].assign(amount_minor=amount[paid])
 
 
 def _with_items(lines: pd.DataFrame, items: pd.DataFrame, on: str, settings) -> pd.DataFrame:
@@ -303,8 +335,19 @@ class _Cascade:
 
     def __init__(self, lines: pd.DataFrame, book: Book, settings: _Settings):
         self.book, self.s = book, settings
-        lines = lines[list(_LINE_INPUT)].reset_index(drop=True)  # no raw text through the joins
-        self.tokens = _tokens(lines)
+        # No raw text through the joins, and lines known by their rank in line-id order: an
+        # integer is far cheaper to join, group and look up than a hash, and the order (which
+        # line goes first when two want the same invoice) stays the line ids' own.
+        lines = lines[list(_LINE_INPUT)].reset_index(drop=True)
+        order = pc.sort_indices(_arrow(lines["line_id"])).to_numpy()
+        self.ids, self.rows = lines["line_id"].to_numpy()[order], order
+        rank = np.empty(len(lines), dtype="int64")
+        rank[order] = np.arange(len(lines))
+        lines["line_id"] = rank
+        # Invoice-number keys as integers shared by tokens and items: the reference join is
+        # then on numbers.
+        book.items["key_no"], item_keys = pd.factorize(book.items["key"])
+        self.tokens = _tokens(lines, pd.Index(item_keys), book.debtors["id_key"])
         known = identify_debtors(lines, book, self.tokens)
         self.left = known.drop(
             columns=["reference", "invoice_hint", "debtor_hint", "payer_account"]
@@ -312,19 +355,41 @@ class _Cascade:
         self.allocs: list[pd.DataFrame] = []
         self.outcomes: list[pd.DataFrame] = []
         self.exceptions: list[pd.DataFrame] = []
-        self.held: set[str] = set()  # lines waiting for the next pass of the stage
+        self._active: pd.DataFrame | None = None
+        self.held = self._none()  # lines waiting for the next pass of the stage
         self.touched = np.zeros(len(book.items), dtype=bool)  # items taken in this pass
-        self.only: set[str] | None = None  # a later pass: just these lines
+        self.only: np.ndarray | None = None  # a later pass: just these lines
         self._positive()
 
     def _positive(self) -> None:
+        """Open invoices, with just the columns the stages join and allocate on (these frames
+        are joined to a million lines: every column carried costs)."""
         items = self.book.items
-        self.positive = items[(items["open_minor"] > 0) & (items["doc_type"] == "invoice")]
+        self.positive = items.loc[
+            (items["open_minor"] > 0) & (items["doc_type"] == "invoice"), list(_POOL_ITEM)
+        ]
+
+    def _none(self) -> np.ndarray:
+        return np.zeros(len(self.ids), dtype=bool)
+
+    def _in(self, values: pd.Series, lines: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+        """``values.isin(lines)`` for line codes, through a bitmap of all lines."""
+        chosen = lines if isinstance(lines, np.ndarray) and lines.dtype == bool else None
+        if chosen is None:
+            chosen = self._none()
+            chosen[np.asarray(lines, dtype="int64")] = True
+        return chosen[values.to_numpy(dtype="int64")]
 
     @property
     def active(self) -> pd.DataFrame:
-        left = self.left if self.only is None else self.left[isin(self.left["line_id"], self.only)]
-        return left[~isin(left["line_id"], self.held)]
+        """The lines this pass works on; kept until ``left``, ``held`` or ``only`` change (a
+        stage reads it many times, and it is a million-row filter)."""
+        if self._active is None:
+            left = self.left
+            if self.only is not None:
+                left = left[self._in(left["line_id"], self.only)]
+            self._active = left[~self._in(left["line_id"], self.held)]
+        return self._active
 
     def run(self, stage) -> None:
         """A stage in passes: a line whose invoices another line of the pass also takes waits
@@ -332,11 +397,13 @@ class _Cascade:
         what the previous one left).  The lowest line id always goes, so passes end."""
         self.only = None
         while True:
-            self.held, self.touched = set(), np.zeros(len(self.book.items), dtype=bool)
+            self.held, self.touched = self._none(), np.zeros(len(self.book.items), dtype=bool)
+            self._active = None
             stage()
-            if not self.held:
+            if not self.held.any():
                 return
             self.only = self.held  # the next pass is for the lines that waited, no others
+            self._active = None
 
     def settle(self, chosen: pd.DataFrame, method: str, confidence: pd.Series) -> None:
         """``chosen``: allocations (one row per item, with line_id, avail); ``confidence`` per
@@ -350,19 +417,21 @@ class _Cascade:
         item = taking["item_no"].to_numpy(dtype="int64")
         first = taking["line_id"].groupby(item).transform("min")
         late = (first != taking["line_id"]).to_numpy() | self.touched[item]
-        wait = set(taking.loc[late, "line_id"])
+        wait = self._none()
+        wait[taking.loc[late, "line_id"].to_numpy(dtype="int64")] = True
         self.held |= wait
-        self.touched[item[~isin(taking["line_id"], wait).to_numpy()]] = True
-        chosen = chosen[~isin(chosen["line_id"], wait)]
-        conf = conf.drop(list(wait))
+        self._active = None
+        self.touched[item[~self._in(taking["line_id"], wait)]] = True
+        chosen = chosen[~self._in(chosen["line_id"], wait)]
+        conf = conf[~wait[conf.index.to_numpy(dtype="int64")]]
         ok = conf[conf >= self.s.threshold].index
-        applied = chosen[isin(chosen["line_id"], ok)]
+        applied = chosen[self._in(chosen["line_id"], ok)]
         if len(applied):
             paying = applied[applied["amount_minor"] != 0]
             self.allocs.append(_records(paying, method, paying["line_id"].map(conf)))
             self._surplus(applied, conf)
             self._consume(paying)
-        proposed = chosen[~isin(chosen["line_id"], ok)]
+        proposed = chosen[~self._in(chosen["line_id"], ok)]
         if len(proposed):
             self._exception(proposed, LOW_CONFIDENCE, method, conf)
         debtor = chosen.groupby("line_id")["debtor_id_item"].first()
@@ -377,7 +446,8 @@ class _Cascade:
                 }
             )
         )
-        self.left = self.left[~isin(self.left["line_id"], conf.index)]
+        self.left = self.left[~self._in(self.left["line_id"], conf.index)]
+        self._active = None
 
     def _consume(self, paying: pd.DataFrame) -> None:
         """Applied money leaves the items' open amounts for the stages that follow."""
@@ -430,7 +500,13 @@ class _Cascade:
         as text columns: there can be tens of thousands a day."""
         pairs = proposed["invoice_id"].astype(str).map(json.dumps) + ": "
         pairs += proposed["amount_minor"].astype("int64").astype(str)
-        invoices = pairs.groupby(proposed["line_id"]).agg(", ".join)
+        several = proposed["line_id"].duplicated(keep=False)  # most proposals are one invoice
+        invoices = pd.concat(
+            [
+                pd.Series(pairs[~several].to_numpy(), index=proposed.loc[~several, "line_id"]),
+                pairs[several].groupby(proposed.loc[several, "line_id"]).agg(", ".join),
+            ]
+        ).sort_index()
         debtor = proposed.groupby("line_id")["debtor_id_item"].first().astype(str).map(json.dumps)
         score = conf.reindex(invoices.index).round(3).astype(str)
         detail = (
@@ -460,14 +536,15 @@ class _Cascade:
                 }
             )
         )
-        self.left = self.left[~isin(self.left["line_id"], lines["line_id"])]
+        self.left = self.left[~self._in(self.left["line_id"], lines["line_id"])]
+        self._active = None
 
     # --- stages ---------------------------------------------------------------------------------
 
     def by_reference(self) -> None:
-        tokens = self.tokens[isin(self.tokens["line_id"], self.active["line_id"])]
+        tokens = self.tokens[self._in(self.tokens["line_id"], self.active["line_id"])]
         items = self.book.items[self.book.items["open_minor"] != 0]
-        hits = tokens.merge(items, on="key", suffixes=("_token", ""))
+        hits = tokens.drop(columns="key").merge(items, on="key_no", suffixes=("_token", ""))
         if hits.empty:
             return
         lines = self.active.set_index("line_id")
@@ -475,13 +552,13 @@ class _Cascade:
         conflict = hits["payer"].notna() & (hits["payer"] != hits["debtor_id"])
         agreeing = hits[~conflict]
         # Only conflicting references: another debtor's invoice -- a person decides.
-        only_conflict = hits[conflict & ~isin(hits["line_id"], agreeing["line_id"])]
+        only_conflict = hits[conflict & ~self._in(hits["line_id"], agreeing["line_id"])]
         if len(only_conflict):
             detail = only_conflict.groupby("line_id")["invoice_id"].agg(
                 lambda v: json.dumps({"invoices": sorted(set(map(str, v)))})
             )
             self.fail(
-                self.active[isin(self.active["line_id"], detail.index)].sort_values("line_id"),
+                self.active[self._in(self.active["line_id"], detail.index)].sort_values("line_id"),
                 REFERENCE_CONFLICT,
                 detail.sort_index().tolist(),
             )
@@ -498,20 +575,19 @@ class _Cascade:
         from rapidfuzz.distance import DamerauLevenshtein
         from rapidfuzz.process import cpdist
 
-        known = set(self.book.items["key"])
         tokens = self.tokens[
-            isin(self.tokens["line_id"], self.active["line_id"])
+            self._in(self.tokens["line_id"], self.active["line_id"])
             & (self.tokens["digits"].str.len() >= 4)
-            & ~isin(self.tokens["key"], known)
+            & (self.tokens["key_no"] < 0)
         ]
         if tokens.empty:
             return
         lines = self.active[["line_id", "debtor_id", "amount_minor", "currency"]]
         t = tokens.merge(lines, on="line_id")
         items = self.positive[
-            ["source", "invoice_id", "debtor_id", "key", "open_minor", "currency"]
+            ["source", "invoice_id", "debtor_id", "key", "open_minor", "currency", "item_no"]
         ]
-        cols = ["line_id", "key_token", "key", "source", "invoice_id"]
+        cols = ["line_id", "key_token", "key", "source", "invoice_id", "item_no"]
         of_payer = t.dropna(subset=["debtor_id"]).merge(
             items.drop(columns="currency"), on="debtor_id", suffixes=("_token", "")
         )
@@ -543,30 +619,34 @@ class _Cascade:
     def _apply_referenced(self, hits: pd.DataFrame, method: str) -> None:
         """Referenced items first, then the debtor's other invoices; confidence from agreement."""
         lines = self.active.set_index("line_id")
-        ref = hits[["line_id", "source", "invoice_id", "strong"]].drop_duplicates(
-            ["line_id", "source", "invoice_id"]
+        ref = hits[["line_id", "item_no", "strong"]].drop_duplicates(["line_id", "item_no"])
+        ref_items = self.book.items.iloc[ref["item_no"].to_numpy()].assign(
+            line_id=ref["line_id"].to_numpy(), strong=ref["strong"].to_numpy()
         )
-        ref_items = ref.merge(self.book.items, on=["source", "invoice_id"])
         debtor = self._referenced_debtor(ref_items)
         ref_items = ref_items[ref_items["debtor_id"] == ref_items["line_id"].map(debtor)]
-        ref = ref[isin(ref["invoice_id"], ref_items["invoice_id"])]
-        base = self.active[isin(self.active["line_id"], debtor.index)].drop(columns="debtor_id")
+        ref = ref[np.isin(ref["item_no"], ref_items["item_no"])]
+        base = self.active[self._in(self.active["line_id"], debtor.index)]
+        base = base.drop(columns=["debtor_id", "payer_name"])
         base = base.assign(debtor_id=base["line_id"].map(debtor))
         # The referenced invoices (cash pays invoices: a referenced credit note is left out)...
-        keys = ["source", "invoice_id"]
-        named = ref_items[["line_id", *keys]].merge(self.positive, on=keys)
+        positive = np.zeros(len(self.book.items), dtype=bool)
+        positive[self.positive["item_no"].to_numpy()] = True
+        named = ref_items.loc[positive[ref_items["item_no"].to_numpy()], ["line_id", *_POOL_ITEM]]
         first = _with_items(base, named.drop(columns="debtor_id"), "line_id", self.s)
         first["debtor_id_item"], first["rank"] = first["debtor_id"], 0
         # ...then, only for lines that pay more than those, the debtor's other invoices.
         covered = first.groupby("line_id")["open_minor"].sum()
         avail_first = first.groupby("line_id")["avail"].first()
         more = base[
-            ~isin(base["line_id"], covered.index)
+            ~self._in(base["line_id"], covered.index)
             | base["line_id"].map(avail_first).gt(base["line_id"].map(covered)).fillna(False)
         ]
         rest = _with_items(more, self.positive, "debtor_id", self.s)
-        taken = pd.MultiIndex.from_frame(named[["line_id", *keys]])
-        rest = rest[~pd.MultiIndex.from_frame(rest[["line_id", *keys]]).isin(taken)]
+        pair = len(self.book.items)  # (line, item) as one integer
+        taken = named["line_id"].to_numpy(dtype="int64") * pair + named["item_no"].to_numpy()
+        codes = rest["line_id"].to_numpy(dtype="int64") * pair + rest["item_no"].to_numpy()
+        rest = rest[~pd.Series(codes).isin(taken).to_numpy()]
         pool = pd.concat([first, rest.assign(rank=1)], ignore_index=True)
         chosen = allocate(pool)
         if chosen.empty:
@@ -601,10 +681,18 @@ class _Cascade:
         referenced total is the amount, then the one written as its invoices are; a tie is
         left to a person."""
         lines = self.active.set_index("line_id")
-        per = ref_items.groupby(["line_id", "debtor_id"]).agg(
-            total=("open_minor", "sum"), strong=("strong", "any"), currency=("currency", "first")
+        debtors, names = pd.factorize(ref_items["debtor_id"])  # grouped by number, not text
+        per = (
+            ref_items.assign(debtor=debtors)
+            .groupby(["line_id", "debtor"])
+            .agg(
+                total=("open_minor", "sum"),
+                strong=("strong", "any"),
+                currency=("currency", "first"),
+            )
         )
         per = per.reset_index()
+        per["debtor_id"] = np.asarray(names, dtype=object)[per["debtor"].to_numpy()]
         amount = per["line_id"].map(lines["amount_minor"])
         same = per["currency"] == per["line_id"].map(lines["currency"])
         per["score"] = 2 * (same & (amount == per["total"])).astype(int) + per["strong"].astype(int)
@@ -617,7 +705,7 @@ class _Cascade:
                 .agg(lambda v: json.dumps({"debtors": sorted(map(str, v))}))
             )
             self.fail(
-                self.active[isin(self.active["line_id"], unsure.index)].sort_values("line_id"),
+                self.active[self._in(self.active["line_id"], unsure.index)].sort_values("line_id"),
                 REFERENCE_CONFLICT,
                 unsure.sort_index().tolist(),
             )
@@ -631,8 +719,8 @@ class _Cascade:
         scale = left.set_index("line_id")["debtor_how"].map(DEBTOR_CONFIDENCE)
         no_rate = pool["avail"].isna()
         missing = left[
-            isin(left["line_id"], pool.loc[no_rate, "line_id"])
-            & ~isin(left["line_id"], pool.loc[~no_rate, "line_id"])
+            self._in(left["line_id"], pool.loc[no_rate, "line_id"])
+            & ~self._in(left["line_id"], pool.loc[~no_rate, "line_id"])
         ]
         self.fail(missing, NO_RATE)
         pool = pool[~no_rate]
@@ -647,7 +735,7 @@ class _Cascade:
         sets = self._exact_sets(self.active.dropna(subset=["debtor_id"]))
         if len(sets):
             self.settle(sets, "debtor_sum", _scaled(sets, scale, 0.9))
-        rest = pool[isin(pool["line_id"], self.active["line_id"])].assign(rank=0)
+        rest = pool[self._in(pool["line_id"], self.active["line_id"])].assign(rank=0)
         chosen = allocate(rest)
         self.settle(chosen, "debtor_oldest", _scaled(chosen, scale, 0.85))
         # Known payer with nothing open in reach: all of it on account, for a person.
@@ -676,7 +764,9 @@ class _Cascade:
         whole = _same(first["avail"], total.reindex(first.index), first["exact"], self.s.tolerance)
         whole_lines = whole[whole].index
         if len(whole_lines):
-            found.append(a[isin(a["line_id"], whole_lines)][["line_id", "item"]].assign(set_id=0))
+            found.append(
+                a[self._in(a["line_id"], whole_lines)][["line_id", "item"]].assign(set_id=0)
+            )
         pairs = a.merge(a[["line_id", "item", "open_minor"]], on="line_id", suffixes=("", "_2"))
         pairs = pairs[pairs["item"] < pairs["item_2"]]
         pairs = pairs.assign(total=pairs["open_minor"] + pairs["open_minor_2"])
@@ -690,7 +780,7 @@ class _Cascade:
         triples = triples.assign(total=triples["total"] + triples["open_minor_3"])
         for size, frame in ((2, pairs), (3, triples)):
             hit = frame[_same(frame["avail"], frame["total"], frame["exact"], self.s.tolerance)]
-            hit = hit[~isin(hit["line_id"], whole_lines)]
+            hit = hit[~self._in(hit["line_id"], whole_lines)]
             hit = hit.drop_duplicates("line_id")  # the first set found; a person sees the method
             for k in range(1, size + 1):
                 column = "item" if k == 1 else f"item_{k}"
@@ -740,7 +830,7 @@ class _Cascade:
         best = named.sort_values(["line_id", "score", "due_date"], ascending=[True, False, True])
         best = best.drop_duplicates("line_id")
         self.settle(best, "name_amount", pd.Series(0.85, index=best.index))
-        pool = pool[isin(pool["line_id"], self.active["line_id"])]
+        pool = pool[self._in(pool["line_id"], self.active["line_id"])]
         gap = (pd.to_datetime(pool["booked_on"]) - pool["due_date"]).dt.days.abs()
         near = pool[gap <= self.s.window_days]
         near = near[near.groupby("line_id")["invoice_id"].transform("size") == 1]
@@ -757,11 +847,11 @@ class _Cascade:
         if left.empty:
             return
         debtors = self.book.debtors[self.book.debtors["name_key"].str.len() >= 4]
-        block = debtors["name_key"].str.slice(0, 2)
+        blocks = dict(tuple(debtors.groupby(debtors["name_key"].str.slice(0, 2))))
         found = []
         for prefix, group in left.groupby(left["name_key"].str.slice(0, 2)):
-            names = debtors[block == prefix]
-            if names.empty:
+            names = blocks.get(prefix)
+            if names is None:
                 continue
             scores = cdist(
                 group["name_key"].tolist(),
@@ -810,9 +900,14 @@ class _Cascade:
             if self.exceptions
             else pd.DataFrame(columns=["line_id", "reason", "detail"])
         )
-        return Matched(
-            allocs[list(ALLOCATION_COLUMNS)], outcomes, exceptions.drop_duplicates("line_id")
-        )
+        exceptions = exceptions.drop_duplicates("line_id")
+        outcomes["row"] = self.rows[outcomes["line_id"].to_numpy(dtype="int64")]
+        frames = (allocs[list(ALLOCATION_COLUMNS)], outcomes, exceptions)
+        return Matched(*(self._named(f) for f in frames))
+
+    def _named(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Line codes back to line ids."""
+        return frame.assign(line_id=self.ids[frame["line_id"].to_numpy(dtype="int64")])
 
 
 def _telling(items: pd.DataFrame) -> pd.DataFrame:
