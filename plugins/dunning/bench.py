@@ -112,7 +112,7 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
     if name == "send_email":
         record["messages_per_second"] = round(result["sent"] / seconds, 1)
     if name == "reconcile":  # matching and recording, as the stage measured them
-        record["phases"] = {k: v for k, v in result["seconds"].items() if k != "total"}
+        record["phases"] = result["seconds"]
     queue.put(record)
 
 

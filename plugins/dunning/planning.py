@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from dunning import lake
 from dunning.config import BROKEN_PROMISE_CHANNELS, Config, Experiment, Segment, Strategy
 from dunning.ledger import ContactAttempt, sent_contacts
+from dunning.quality import empty_frame
 
 PLAN_COLUMNS = (
     "contact_key",
@@ -215,7 +216,7 @@ def plan_contacts(
     ]
     plans = [p for p in plans if len(p)]
     if not plans:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in PLAN_COLUMNS})
+        return empty_frame(PLAN_COLUMNS)
     plan = pd.concat(plans, ignore_index=True)
     return plan.sort_values(["debtor_id", "channel"], ignore_index=True)[list(PLAN_COLUMNS)]
 

@@ -142,10 +142,14 @@ class _Issues:
         return pd.concat([src, issues.drop(columns="_idx")], axis=1)[list(QUARANTINE_COLUMNS)]
 
 
+def empty_frame(columns: Iterable[str], dtype: str = "object", **dtypes: str) -> pd.DataFrame:
+    """No rows, but the columns and dtypes a non-empty result has (``dtype`` unless named in
+    ``dtypes``): concatenations and Parquet files then look the same on a quiet day."""
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, dtype)) for c in columns})
+
+
 def _empty_quarantine() -> pd.DataFrame:
-    return pd.DataFrame(
-        {c: pd.Series(dtype="int64" if c == "source_row" else "str") for c in QUARANTINE_COLUMNS}
-    )
+    return empty_frame(QUARANTINE_COLUMNS, "str", source_row="int64")
 
 
 # --- vectorized string kernels ----------------------------------------------------------------

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from dunning import lake, ledger
 from dunning.config import Aging, Config
-from dunning.quality import read_snapshots
+from dunning.quality import empty_frame, read_snapshots
 from dunning.schema import AGING_FEATURES, DEBTOR_FEATURES
 
 # --- aging ---------------------------------------------------------------------------------------
@@ -259,13 +259,10 @@ def with_promise_flags(view: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
 
 
 def _empty_invoices() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "debtor_id": pd.Series(dtype="str"),
-            "currency": pd.Series(dtype="str"),
-            "doc_type": pd.Series(dtype="str"),
-            "due_date": pd.Series(dtype="datetime64[s]"),
-            "open_minor": pd.Series(dtype="Int64"),
-            "disputed": pd.Series(dtype="bool"),
-        }
+    return empty_frame(
+        ["debtor_id", "currency", "doc_type", "due_date", "open_minor", "disputed"],
+        "str",
+        due_date="datetime64[s]",
+        open_minor="Int64",
+        disputed="bool",
     )

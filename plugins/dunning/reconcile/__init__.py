@@ -53,8 +53,7 @@ def read_lines(cfg: Config, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame]:
         parts.append(lines.assign(_order=order))
         quarantine += [bad, malformed]
     if not parts:
-        empty = pd.DataFrame({c: pd.Series(dtype="object") for c in feeds.LINE_COLUMNS})
-        return empty.assign(_order=0), quality._empty_quarantine()
+        return quality.empty_frame([*feeds.LINE_COLUMNS, "_order"]), quality._empty_quarantine()
     lines = pd.concat(parts, ignore_index=True)
     lines = lines[pd.to_datetime(lines["booked_on"]) <= pd.Timestamp(as_of)]
     return lines.reset_index(drop=True), pd.concat(quarantine, ignore_index=True)
@@ -168,8 +167,10 @@ def _book(
         items = pd.read_sql(
             sa.select(*[inv[c] for c in BOOK_COLUMNS]).where(inv.as_of == as_of), conn
         )
-    else:
-        items = invoices.reindex(columns=list(BOOK_COLUMNS))
+    elif invoices.empty:  # no invoice source delivered rows today
+        items = quality.empty_frame(BOOK_COLUMNS, amount_minor="int64", open_minor="int64")
+    else:  # a missing column is an error here, not an empty book
+        items = invoices[list(BOOK_COLUMNS)]
     items = open_after_payments(
         conn, as_of, cfg.payments.ar_cash_lag_days, items, exclude_run=as_of
     )
@@ -445,7 +446,6 @@ def reconcile_to_lake(
     preview the processor integration does not pick up: a past date never charges a card.
     ``validated``: ``validate_to_lake``'s keys, to read the day's snapshot from the lake."""
     invoices = None if validated is None else quality.read_snapshots(root, validated)[0]
-    start = time.perf_counter()
     r = reconcile(cfg, as_of, engine, invoices)
     part = lake.partition("reconcile", as_of)
     lines, exceptions = r["lines"], r["exceptions"]
@@ -469,7 +469,6 @@ def reconcile_to_lake(
     if len(r["quarantine"]):
         keys["quarantine"] = lake.partition("quarantine", as_of) + "/payments.parquet"
         lake.write_parquet(root / keys["quarantine"], r["quarantine"].astype(str))
-    seconds = {**r["seconds"], "total": time.perf_counter() - start}
     money = lines[lines["kind"].eq("payment") & lines["duplicate_of"].isna()]
     status = (
         r["instalments"]["status"].value_counts() if len(r["instalments"]) else pd.Series(dtype=int)
@@ -491,5 +490,5 @@ def reconcile_to_lake(
         },
         "instalments_by_status": {str(k): int(v) for k, v in status.items()},
         "quarantined": len(r["quarantine"]),
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "seconds": {k: round(v, 3) for k, v in r["seconds"].items()},
     }

@@ -121,7 +121,7 @@ def read_feed(feed: PaymentFeed, cfg: Config, as_of: date) -> tuple[pd.DataFrame
 
 
 def _empty_text(name: str) -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype="str") for c in TEXT_COLUMNS})
+    frame = quality.empty_frame(TEXT_COLUMNS, "str")
     return frame.assign(source=name, source_file="", source_row=pd.Series(dtype="int64"))
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from dunning.quality import _arrow, _back, extract, isin
+from dunning.quality import _arrow, _back, empty_frame, extract, isin
 from dunning.reconcile.feeds import normalize_text
 
 # Exception reasons (the queue's vocabulary).
@@ -355,8 +355,7 @@ class _Cascade:
         self.allocs: list[pd.DataFrame] = []
         self.outcomes: list[pd.DataFrame] = []
         self.exceptions: list[pd.DataFrame] = []
-        self._active: pd.DataFrame | None = None
-        self.held = self._none()  # lines waiting for the next pass of the stage
+        self.held = self._mask([])  # lines waiting for the next pass of the stage
         self.touched = np.zeros(len(book.items), dtype=bool)  # items taken in this pass
         self.only: np.ndarray | None = None  # a later pass: just these lines
         self._positive()
@@ -365,20 +364,25 @@ class _Cascade:
         """Open invoices, with just the columns the stages join and allocate on (these frames
         are joined to a million lines: every column carried costs)."""
         items = self.book.items
-        self.positive = items.loc[
-            (items["open_minor"] > 0) & (items["doc_type"] == "invoice"), list(_POOL_ITEM)
-        ]
+        self.is_positive = ((items["open_minor"] > 0) & (items["doc_type"] == "invoice")).to_numpy()
+        self.positive = items.loc[self.is_positive, list(_POOL_ITEM)]
 
-    def _none(self) -> np.ndarray:
-        return np.zeros(len(self.ids), dtype=bool)
+    def __setattr__(self, name: str, value) -> None:
+        """Changing which lines are left, held or looked at drops the cached ``active``."""
+        if name in ("left", "held", "only"):
+            object.__setattr__(self, "_active", None)
+        object.__setattr__(self, name, value)
+
+    def _mask(self, codes) -> np.ndarray:
+        """A bitmap over all lines with ``codes`` set."""
+        mask = np.zeros(len(self.ids), dtype=bool)
+        mask[np.asarray(codes, dtype="int64")] = True
+        return mask
 
     def _in(self, values: pd.Series, lines: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
-        """``values.isin(lines)`` for line codes, through a bitmap of all lines."""
+        """``values.isin(lines)`` for line codes (``lines`` codes, or already a bitmap)."""
         chosen = lines if isinstance(lines, np.ndarray) and lines.dtype == bool else None
-        if chosen is None:
-            chosen = self._none()
-            chosen[np.asarray(lines, dtype="int64")] = True
-        return chosen[values.to_numpy(dtype="int64")]
+        return (self._mask(lines) if chosen is None else chosen)[values.to_numpy(dtype="int64")]
 
     @property
     def active(self) -> pd.DataFrame:
@@ -397,13 +401,11 @@ class _Cascade:
         what the previous one left).  The lowest line id always goes, so passes end."""
         self.only = None
         while True:
-            self.held, self.touched = self._none(), np.zeros(len(self.book.items), dtype=bool)
-            self._active = None
+            self.held, self.touched = self._mask([]), np.zeros(len(self.book.items), dtype=bool)
             stage()
             if not self.held.any():
                 return
             self.only = self.held  # the next pass is for the lines that waited, no others
-            self._active = None
 
     def settle(self, chosen: pd.DataFrame, method: str, confidence: pd.Series) -> None:
         """``chosen``: allocations (one row per item, with line_id, avail); ``confidence`` per
@@ -417,10 +419,8 @@ class _Cascade:
         item = taking["item_no"].to_numpy(dtype="int64")
         first = taking["line_id"].groupby(item).transform("min")
         late = (first != taking["line_id"]).to_numpy() | self.touched[item]
-        wait = self._none()
-        wait[taking.loc[late, "line_id"].to_numpy(dtype="int64")] = True
-        self.held |= wait
-        self._active = None
+        wait = self._mask(taking.loc[late, "line_id"])
+        self.held = self.held | wait
         self.touched[item[~self._in(taking["line_id"], wait)]] = True
         chosen = chosen[~self._in(chosen["line_id"], wait)]
         conf = conf[~wait[conf.index.to_numpy(dtype="int64")]]
@@ -447,7 +447,6 @@ class _Cascade:
             )
         )
         self.left = self.left[~self._in(self.left["line_id"], conf.index)]
-        self._active = None
 
     def _consume(self, paying: pd.DataFrame) -> None:
         """Applied money leaves the items' open amounts for the stages that follow."""
@@ -537,7 +536,6 @@ class _Cascade:
             )
         )
         self.left = self.left[~self._in(self.left["line_id"], lines["line_id"])]
-        self._active = None
 
     # --- stages ---------------------------------------------------------------------------------
 
@@ -630,9 +628,9 @@ class _Cascade:
         base = base.drop(columns=["debtor_id", "payer_name"])
         base = base.assign(debtor_id=base["line_id"].map(debtor))
         # The referenced invoices (cash pays invoices: a referenced credit note is left out)...
-        positive = np.zeros(len(self.book.items), dtype=bool)
-        positive[self.positive["item_no"].to_numpy()] = True
-        named = ref_items.loc[positive[ref_items["item_no"].to_numpy()], ["line_id", *_POOL_ITEM]]
+        named = ref_items.loc[
+            self.is_positive[ref_items["item_no"].to_numpy()], ["line_id", *_POOL_ITEM]
+        ]
         first = _with_items(base, named.drop(columns="debtor_id"), "line_id", self.s)
         first["debtor_id_item"], first["rank"] = first["debtor_id"], 0
         # ...then, only for lines that pay more than those, the debtor's other invoices.
@@ -805,9 +803,7 @@ class _Cascade:
         if left.empty:
             return
         pool = left.drop(columns="debtor_id").merge(
-            _telling(self.positive.drop(columns="amount_minor", errors="ignore")).rename(
-                columns={"open_minor": "amount_minor"}
-            ),
+            _telling(self.positive).rename(columns={"open_minor": "amount_minor"}),
             on=["amount_minor", "currency"],
             suffixes=("", "_item"),
         )
@@ -885,14 +881,8 @@ class _Cascade:
         outcomes = (
             pd.concat(self.outcomes, ignore_index=True)
             if self.outcomes
-            else pd.DataFrame(
-                {
-                    "line_id": pd.Series(dtype="object"),
-                    "status": pd.Series(dtype="object"),
-                    "debtor_id": pd.Series(dtype="object"),
-                    "method": pd.Series(dtype="object"),
-                    "confidence": pd.Series(dtype="float"),
-                }
+            else empty_frame(
+                ["line_id", "status", "debtor_id", "method", "confidence"], confidence="float"
             )
         )
         exceptions = (
@@ -919,12 +909,7 @@ def _telling(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def _empty_allocations() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            c: pd.Series(dtype="int64" if c == "amount_minor" else "object")
-            for c in ALLOCATION_COLUMNS
-        }
-    )
+    return empty_frame(ALLOCATION_COLUMNS, amount_minor="int64")
 
 
 def match_payments(

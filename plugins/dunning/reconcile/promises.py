@@ -85,19 +85,12 @@ def check(text: pd.DataFrame, malformed: pd.DataFrame) -> tuple[pd.DataFrame, pd
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "promise_id": pd.Series(dtype="str"),
-            "seq": pd.Series(dtype="int64"),
-            "debtor_id": pd.Series(dtype="str"),
-            "kind": pd.Series(dtype="str"),
-            "channel": pd.Series(dtype="object"),
-            "created_on": pd.Series(dtype="datetime64[s]"),
-            "currency": pd.Series(dtype="str"),
-            "due_on": pd.Series(dtype="datetime64[s]"),
-            "amount_minor": pd.Series(dtype="int64"),
-        }
-    )
+    columns = ("promise_id", "seq", "debtor_id", "kind", "channel", "created_on", "currency",
+               "due_on", "amount_minor")  # fmt: skip
+    return quality.empty_frame(
+        columns, "str", seq="int64", channel="object", created_on="datetime64[s]",
+        due_on="datetime64[s]", amount_minor="int64",
+    )  # fmt: skip
 
 
 def evaluate(
@@ -146,7 +139,7 @@ def _paid_until(inst: pd.DataFrame, money: pd.DataFrame, until: pd.Series) -> pd
 def debtor_flags(evaluated: pd.DataFrame, grace_days: int) -> pd.DataFrame:
     """Per debtor with a promise or plan: is one current (hold reminders) or broken (resume)."""
     if evaluated.empty:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in FLAG_COLUMNS})
+        return quality.empty_frame(FLAG_COLUMNS)
     per = evaluated.groupby("promise_id").agg(
         debtor_id=("debtor_id", "first"),
         kind=("kind", "first"),

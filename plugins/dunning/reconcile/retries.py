@@ -23,6 +23,7 @@ import pandas as pd
 
 from dunning.config import Retries
 from dunning.planning import day_off
+from dunning.quality import empty_frame
 
 # Visa decline categories by response code (Visa Excessive Reattempts rule, 2022).
 VISA_NEVER = frozenset({"04", "07", "12", "14", "15", "41", "43", "46", "57", "R0", "R1", "R3"})
@@ -101,7 +102,7 @@ def schedule(
     ``countries``: debtor country per row of ``declines`` (for banking days).
     """
     if declines.empty:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in INSTRUCTION_COLUMNS})
+        return empty_frame(INSTRUCTION_COLUMNS)
     network = declines["network"].fillna("").str.lower()
     network = network.where(network.isin(list(rules.limits)), "other")
     limit = network.map(lambda n: rules.limits[n][0])
