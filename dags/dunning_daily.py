@@ -13,22 +13,28 @@ One run is one **business date** (`as_of`). Today it:
    **load_history** the AR history exports (payments, contacts, closed invoices);
 4. **age** every open invoice and debtor (buckets, days past due; bucket history in the ledger);
 5. **score** behaviour features and the risk model (the newest approved one, else rules);
-6. **plan** segments and the contacts due today (`plans/as_of=…/planned_contacts.parquet`);
-7. **comply**: every planned contact through the compliance gate (bankruptcy, cease, disputes,
+6. **agency_returns** loads the agencies' acknowledgements (control totals checked), payments
+   (commission computed) and closures; **place** sends accounts past the cut-off to their agency
+   (`placements/agency=…/as_of=…/`: placement and recall files, then `manifest.json`, SSE on
+   S3, PGP when configured) -- placed debtors leave the reminders; a backfill or dry run only
+   writes the selection (`placement_selection/as_of=…`); **cutoff_report** computes from the
+   history the break-even day past due per segment (`reports/as_of=…/cutoff_*.csv`);
+7. **plan** segments and the contacts due today (`plans/as_of=…/planned_contacts.parquet`);
+8. **comply**: every planned contact through the compliance gate (bankruptcy, cease, disputes,
    opt-outs, consent, hours in all the debtor's time zones, designated times, Reg F and state
    frequency caps). A contact held back only by the clock is scheduled into the next allowed
    window; the others are blocked with every reason (`decisions/as_of=…/decisions.parquet` and
    the ledger's `contact_decisions`, with the rule-set version and snapshot ids);
-8. **collect_feedback** first brings in bounces, unsubscribes and STOP replies, so the gate
+9. **collect_feedback** first brings in bounces, unsubscribes and STOP replies, so the gate
    already respects them;
-9. **prepare_wave** renders one message per debtor and channel (en/fr/ar, money and dates per
+10. **prepare_wave** renders one message per debtor and channel (en/fr/ar, money and dates per
    locale, disputed invoices left out) and publishes each debtor's payment page;
-10. **send_email / send_sms / send_letters / queue_calls** ask the gate again at the real clock
+11. **send_email / send_sms / send_letters / queue_calls** ask the gate again at the real clock
    and send exactly once (ledger `messages`: claimed before the provider call, confirmed after;
    a crash leaves `unknown` for review, never a resend). Letters are one PDF for the print
    vendor, calls a dialer queue file, both in the outbox. Pools `dunning_smtp`, `dunning_sms`,
    `dunning_files` throttle the providers;
-11. **summarize** into `reports/as_of=…/summary.json` (contract C3) -- also when a gate stopped
+12. **summarize** into `reports/as_of=…/summary.json` (contract C3) -- also when a gate stopped
    the run, with the reasons.
 
 **Params**: leave *as_of* empty for the scheduled date; a past date is a backfill. *sources*
@@ -97,7 +103,10 @@ def dunning_daily() -> None:
     reconciled = t.reconcile(run=run, validated=validated, loaded=loaded)
     aged = t.age(run=run, validated=validated, loaded=loaded, reconciled=reconciled)
     scored = t.score(run=run, aged=aged, history=load_history(run=run))
+    returns = t.agency_returns(run=run, loaded=loaded)
+    placed = t.place(run=run, validated=validated, scored=scored, returns=returns)
     planned = t.plan(run=run, scored=scored)
+    placed >> planned  # placed debtors leave today's plan
     feedback = t.collect_feedback(run=run, loaded=loaded)
     decided = t.comply(run=run, planned=planned)
     feedback >> decided
@@ -119,6 +128,9 @@ def dunning_daily() -> None:
         sent=sent,
         feedback=feedback,
         reconciled=reconciled,
+        returns=returns,
+        placed=placed,
+        cutoff=t.cutoff_report(run=run, scored=scored),
     )
 
 

@@ -25,6 +25,16 @@ if ! command -v chromium >/dev/null; then
   fi
 fi
 
+# Placement files are PGP-encrypted with GnuPG (python-gnupg drives the gpg binary).
+if ! command -v gpg >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing GnuPG (Debian package) for the placement encryption tests ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gnupg >/dev/null \
+      || { apt-get update -q >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gnupg >/dev/null; }
+  fi
+fi
+
 export PYTHONPATH="$PWD/plugins:$PWD"
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .

@@ -79,3 +79,14 @@ def daily_env(airflow_db, s3_server, smtp_server, sms_server, s3_bucket, tmp_pat
         return counts
 
     return use
+
+
+@pytest.fixture
+def agency_gpg(tmp_path):
+    """An agency's key pair: (public key file, GnuPG home with the private key); the gpg-agent
+    that decrypting starts is stopped afterwards."""
+    from dunning.bench import agency_key, stop_gpg_agent
+
+    home = tmp_path / "agency-gpg"
+    yield agency_key(home), home
+    stop_gpg_agent(home)

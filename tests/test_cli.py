@@ -54,7 +54,10 @@ def test_bench_prints_a_table_and_writes_one_record_per_size_and_stage(tmp_path)
         assert {(size, s) for s in expected} <= stages
         # Reconciliation is timed as a whole and split: matching (the budget) and recording.
         assert {(size, s) for s in ("reconcile", "reconcile.match", "reconcile.record")} <= stages
-    assert "match N payments" in out.stdout
+        placed = next(r for r in rows if r["size"] == size and r["stage"] == "place")
+        assert placed["accounts"] > 0  # every overdue account, encrypted and published
+    assert "match N payments" in out.stdout and "place N/10 accounts" in out.stdout
+    assert "accounts placed" in out.stdout
     timed = rows
     assert all(r["seconds"] > 0 and r["peak_mb"] > 50 for r in timed)
 

@@ -32,8 +32,12 @@ def run(conf: dict, dag_id: str = "dunning_daily", **test_kwargs) -> tuple[str, 
     return run_dag(dag_id, conf, **test_kwargs)
 
 
+def get_bytes(client, bucket, key) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
 def get_json(client, bucket, key):
-    return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return json.loads(get_bytes(client, bucket, key))
 
 
 def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_bucket, tmp_path):

@@ -17,13 +17,13 @@ import sqlalchemy as sa
 import yaml
 
 from dunning import ledger, reports
-from tests.test_e2e_daily import TODAY, get_json, run
+from tests.test_e2e_daily import TODAY, get_bytes, get_json, run
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow]
 
 
 def _parquet(client, bucket, key) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    return pd.read_parquet(io.BytesIO(get_bytes(client, bucket, key)))
 
 
 def test_payments_and_promises_decide_who_hears_from_us_today(

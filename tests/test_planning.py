@@ -218,6 +218,11 @@ def test_strategy_can_ignore_a_stop_condition():
     ).empty
 
 
+def test_a_debtor_with_an_agency_never_gets_our_reminders_whatever_stop_when_says():
+    strategies = {**STRATEGIES, "standard": {**STRATEGIES["standard"], "stop_when": ["paid"]}}
+    assert plan(view(debtor("D1", 20, placed=True)), config(strategies=strategies)).empty
+
+
 def test_segment_without_strategy_is_not_contacted():
     assert plan(view(debtor("D1", -2, disputed_minor=500))).empty
 

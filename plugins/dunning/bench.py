@@ -33,6 +33,7 @@ STAGES = (
     "render_emails",
     "send_email",
     "reconcile",
+    "place",
 )
 TARGETS = {  # the issues' budgets at size 1M, per group of stages
     "extract+validate": (("extract", "validate"), 30),
@@ -40,6 +41,7 @@ TARGETS = {  # the issues' budgets at size 1M, per group of stages
     "comply N x 5N": (("comply_engine",), 30),
     "render N/10 emails": (("render_emails",), 60),
     "match N payments": (("reconcile.match",), 60),
+    "place N/10 accounts": (("place",), 60),
 }
 EMAILS_PER_INVOICE = 0.1  # render_emails: 1M open invoices -> "rendering 100k emails"
 SEND_MESSAGES = 2000  # send_email: a wave this long to the local SMTP server (target 200/s)
@@ -101,6 +103,22 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
                 found = reconcile_to_lake(cfg, AS_OF, root, engine, validated=state["validate"])
                 keep = ("lines_read", "payments_matched", "by_method", "seconds")
                 result = {k: found[k] for k in keep}
+            elif name == "place":
+                from dunning.placement import place_to_lake
+
+                cfg = every_overdue_account(cfg, work, engine, root)
+                start = time.perf_counter()  # selecting, writing, encrypting, publishing
+                found = place_to_lake(
+                    cfg,
+                    AS_OF,
+                    root,
+                    engine,
+                    validated=state["validate"],
+                    view_key=state["score"]["scored_view"],
+                    out_root=root,
+                    publish=True,
+                )
+                result = {k: found[k] for k in ("accounts_placed", "placement_files")}
             else:
                 batch = compliance_batch(size, HISTORY_PER_CONTACT * size)
                 start = time.perf_counter()  # the engine alone, not building its input
@@ -113,6 +131,8 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
         record["messages_per_second"] = round(result["sent"] / seconds, 1)
     if name == "reconcile":  # matching and recording, as the stage measured them
         record["phases"] = result["seconds"]
+    if name == "place":
+        record["accounts"] = result["accounts_placed"]
     queue.put(record)
 
 
@@ -316,6 +336,66 @@ def compliance_batch(contacts: int, history: int, seed: int = 0) -> Any:
     return Batch(contacts=frame, zones=zones, windows=windows, history=attempts)
 
 
+def every_overdue_account(cfg: Any, work: Path, engine: Any, root: Any) -> Any:
+    """The bench's placement: every overdue account (1 day, any balance; about one debtor in
+    ten of the invoices, so 1M open invoices place ~100k accounts) to one agency with the
+    full record as CSV, PGP-encrypted to a fresh key.  Earlier bench placements of the date
+    are cleared first, so each run places them all again."""
+    import sqlalchemy as sa
+
+    from dunning.config import PLACEMENT_FIELDS, Placement
+    from dunning.ledger import AgencyFile, PlacedAccount
+    from dunning.placement import files
+
+    placement = Placement.model_validate(
+        {
+            "enabled": True,
+            "cutoff": {"days_past_due": 1, "min_balance_minor": 1, "exclude": []},
+            "agencies": [
+                {
+                    "name": "bench",
+                    "pgp_public_key": str(agency_key(work / "gnupg")),
+                    "layout": {"format": "csv", "fields": list(PLACEMENT_FIELDS)},
+                }
+            ],
+        }
+    )
+    with engine.begin() as conn:
+        for table in (PlacedAccount.__table__, AgencyFile.__table__):
+            conn.execute(sa.delete(table))
+    shutil.rmtree((work / "lake" / files.prefix("bench", AS_OF)), ignore_errors=True)
+    return cfg.model_copy(update={"placement": placement})
+
+
+def agency_key(home: Path, email: str = "placements@agency.example") -> Path:
+    """An agency's RSA 2048 key pair in GnuPG home ``home`` (made if missing); returns the
+    ASCII-armoured public key file, as an agency would send it.  Tests and the bench encrypt
+    to it and decrypt with the private half left in ``home``."""
+    import gnupg
+
+    home.mkdir(parents=True, exist_ok=True)
+    gpg = gnupg.GPG(gnupghome=str(home))
+    params = gpg.gen_key_input(
+        key_type="RSA", key_length=2048, name_email=email, no_protection=True
+    )
+    key = gpg.gen_key(params)
+    if not key.fingerprint:
+        raise RuntimeError(f"gpg could not make a key: {key.stderr[-300:]}")
+    public = home / "agency_public.asc"
+    public.write_text(gpg.export_keys(key.fingerprint), encoding="utf-8")
+    stop_gpg_agent(home)
+    return public
+
+
+def stop_gpg_agent(home: Path) -> None:
+    """Making a key (or decrypting) starts a gpg-agent for ``home`` that outlives us: stop it."""
+    import subprocess
+
+    subprocess.run(
+        ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True
+    )
+
+
 def _peak_rss_mb() -> float:
     """VmHWM belongs to this address space; ru_maxrss would carry the parent's peak over exec."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -366,9 +446,11 @@ def main(
             for rec in run_size(size, workdir, stages):
                 records.append(rec)
                 rate = rec.get("messages_per_second", None)
+                accounts = rec.get("accounts", None)
                 print(
                     f"{size:>9} {rec['stage']:<16} {rec['seconds']:>9.2f} {rec['peak_mb']:>9.0f}"
-                    + (f"   {rate} messages/s (target 200)" if rate is not None else ""),
+                    + (f"   {rate} messages/s (target 200)" if rate is not None else "")
+                    + (f"   {accounts} accounts placed" if accounts is not None else ""),
                     flush=True,
                 )
         finally:

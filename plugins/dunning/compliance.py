@@ -626,6 +626,9 @@ STATE_EVENTS: dict[str, dict[str, bool]] = {
     "cease_communication": {"cease_communication": True, "cease_withdrawn": False},
     "attorney_represented": {"attorney_represented": True, "attorney_withdrawn": False},
     "breathing_space": {"breathing_space_start": True, "breathing_space_end": False},
+    # Not contact rules, but what placement must know and pass on (CONC 7.13.5G).
+    "vulnerable": {"vulnerability": True, "vulnerability_end": False},
+    "estate_representative": {"estate_representative": True},
 }
 # Per-channel events (the channel column says which); channel feedback maps onto opt-outs.
 OPT_OUT_EVENTS = {"opt_out": True, "unsubscribed": True, "sms_stop": True, "opt_in": False}
@@ -636,7 +639,7 @@ KNOWN_EVENTS = frozenset(
     | set(OPT_OUT_EVENTS)
     | set(CONSENT_EVENTS)
     | set(DISPUTE_EVENTS)
-    | {"inconvenient_time"}
+    | {"inconvenient_time", "placement_recall"}  # a person asks an account back from the agency
 )
 DECISION_COLUMNS = (
     "contact_key",
@@ -798,6 +801,14 @@ def decide(
     third_party = cfg.portfolio.collector == "third_party"
     batch = batch_from_plan(contacts, state, windows, history, at, third_party)
     return evaluate(batch, cfg.compliance, in_batch=in_batch), snapshot_ids, windows
+
+
+def debtor_state(engine: sa.Engine, cfg: Config, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The state the gate decides on (see ``compliance_state``), for the other stages that must
+    respect it too: placement reads the same flags before an account leaves for an agency."""
+    with engine.connect() as conn:
+        debtors, events, _, open_ids, _ = _ledger_inputs(conn, as_of)
+    return compliance_state(debtors, events, cfg.compliance, open_ids)
 
 
 def comply_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, plan_key: str) -> dict:

@@ -439,6 +439,135 @@ class Payments(_Strict):
     retries: Retries = Retries()
 
 
+# What a placement record can carry (dunning.placement.records builds them all); an agency's
+# layout picks some, and only those leave the company (data minimization).
+PLACEMENT_FIELDS: tuple[str, ...] = (
+    # keys
+    "account_ref", "customer_ref", "portfolio", "agency", "placement_date", "segment",
+    # identity and contacts, with what the agency may do with them
+    "name", "kind", "city", "region", "postal_code", "country", "timezones", "locale",
+    "email", "email_consent", "email_opt_out", "employer_email",
+    "phone", "sms_consent", "sms_opt_out", "call_opt_out",
+    # money, in minor units
+    "currency", "balance_minor", "principal_minor", "interest_minor", "fees_minor",
+    "original_minor", "disputed_minor", "invoice_count", "invoice_refs",
+    # dates
+    "due_date", "first_delinquency_date", "last_payment_date", "last_payment_minor",
+    "charge_off_date", "days_past_due",
+    # Regulation F itemization (12 CFR 1006.34)
+    "itemization_date", "itemization_type", "itemization_minor", "interest_since_minor",
+    "fees_since_minor", "payments_since_minor", "original_creditor", "current_creditor",
+    # status flags that must travel (CONC 7.13.5G, Reg F)
+    "dispute", "cease_communication", "attorney_represented", "inconvenient_times",
+    "payment_plan", "promise_broken", "vulnerable",
+)  # fmt: skip
+EXCLUSIONS = (
+    "dispute",
+    "promise",
+    "payment_plan",
+    "bankruptcy",
+    "deceased",
+    "breathing_space",
+    "statute_barred",
+    "cooling_off",
+)
+PlacementField = Literal[PLACEMENT_FIELDS]  # type: ignore[valid-type]
+
+
+class LayoutField(_Strict):
+    """One column of an agency layout: which record field, under what header, how wide."""
+
+    field: PlacementField
+    header: str | None = None  # default: the field name
+    width: int | None = Field(None, ge=1)  # fixed-width layouts: every field has one
+
+
+class Layout(_Strict):
+    format: Literal["csv", "pipe", "fixed"] = "csv"
+    fields: list[LayoutField] = Field(min_length=1)
+    date_format: str = "%Y-%m-%d"  # e.g. "%Y%m%d" for legacy platforms
+    header: bool = True  # fixed-width files have none
+    trailer: bool = False  # a last control row: record count and money total (AIM CTRL style)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        """A plain field name is the common case: ``fields: [account_ref, balance_minor]``."""
+        if isinstance(value, list):
+            return [{"field": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _widths(self) -> Layout:
+        names = [f.field for f in self.fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"fields: listed twice: {dupes}")
+        if self.format == "fixed":
+            missing = [f.field for f in self.fields if f.width is None]
+            if missing:
+                raise ValueError(f"fields: a fixed-width layout needs a width for {missing}")
+        return self
+
+
+class Agency(_Strict):
+    """A collection agency: what it takes (segments, countries, regions), its share in a champion /
+    challenger split, its file layout, its key and its commission."""
+
+    name: Name
+    layout: Layout
+    weight: float = Field(1.0, gt=0)  # share among the agencies an account could go to
+    segments: list[str] = []  # empty: every segment
+    countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = []  # empty: every country
+    regions: list[str] = []  # states / counties (the debtor's region); empty: every region
+    commission_rate: float = Field(0.25, ge=0, lt=1)
+    pgp_public_key: Path | None = None  # ASCII-armoured; files are encrypted to it when given
+    returns: Path | None = None  # folder where the agency's files arrive (ack, payments, closures)
+    notify_email: str | None = None  # told when a placement file is published
+
+
+class Cutoff(_Strict):
+    days_past_due: int = Field(90, ge=1)
+    by_segment: dict[str, Annotated[int, Field(ge=1)]] = {}  # segment -> days past due
+    min_balance_minor: int = Field(0, ge=0)
+    exclude: list[Literal[EXCLUSIONS]] = list(EXCLUSIONS)  # type: ignore[valid-type]
+    statute_years: dict[str, Annotated[int, Field(ge=1)]] = {}  # country -> limitation period
+
+
+class Economics(_Strict):
+    """Inputs of the cut-off recommendation (dunning.placement.economics)."""
+
+    cost_per_contact_minor: dict[Channel, int] = {"email": 5, "sms": 8, "letter": 120, "call": 400}
+    contacts_per_month: float = Field(4.0, gt=0)
+    agency_liquidation: float = Field(0.2, gt=0, le=1)  # ACA survey average ~21.7%
+    horizon_days: int = Field(180, ge=30)
+
+
+class Placement(_Strict):
+    """Handing accounts past the cut-off to collection agencies (contract C4)."""
+
+    enabled: bool = False
+    root: str | None = None  # ObjectStoragePath URL; default: the lake root
+    cutoff: Cutoff = Cutoff()
+    cooling_days: int = Field(90, ge=0)  # a returned or recalled account waits this long
+    encryption: Literal["AES256", "aws:kms"] = "AES256"  # server-side, on S3
+    kms_key_id: str | None = None
+    itemization: Literal["transaction", "last_payment"] = "transaction"
+    agencies: list[Agency] = []
+    economics: Economics = Economics()
+
+    @model_validator(mode="after")
+    def _agencies(self) -> Placement:
+        names = [a.name for a in self.agencies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"agencies: names must be unique, got {names}")
+        if self.enabled and not self.agencies:
+            raise ValueError("agencies: placement is enabled but no agency is configured")
+        if self.encryption == "aws:kms" and not self.kms_key_id:
+            raise ValueError("kms_key_id: encryption aws:kms needs the key id")
+        return self
+
+
 class Config(_Strict):
     portfolio: Portfolio
     schedule: Schedule = Schedule()
@@ -455,6 +584,7 @@ class Config(_Strict):
     portal: Portal = Portal()
     feedback: Feedback = Feedback()
     payments: Payments = Payments()
+    placement: Placement = Placement()
     # Message templates (see dunning.templates); default: the repository's include/templates.
     templates: Path | None = None
     source_file: Path | None = Field(None, exclude=True)
@@ -469,6 +599,7 @@ class Config(_Strict):
             raise ValueError("at least one source must have dataset: invoices")
         self._check_segments()
         self._check_experiments()
+        self._check_placement()
         return self
 
     def _check_segments(self) -> None:
@@ -511,6 +642,16 @@ class Config(_Strict):
                         f"experiments.{i}.arms.{arm.name}: no step named {unknown} in the "
                         "strategies of its segments"
                     )
+
+    def _check_placement(self) -> None:
+        segments = {s.name for s in self.segments}
+        for name in self.placement.cutoff.by_segment:
+            if name not in segments:
+                raise ValueError(f"placement.cutoff.by_segment: no segment {name!r}")
+        for i, agency in enumerate(self.placement.agencies):
+            unknown = sorted(set(agency.segments) - segments)
+            if unknown:
+                raise ValueError(f"placement.agencies.{i}.segments: no segment {unknown}")
 
     def ordered_segments(self) -> list[Segment]:
         if all(s.priority is not None for s in self.segments):

@@ -1985,7 +1985,65 @@ def _config(sql_url: str) -> dict:
             "email_events": ["feedback/email_events.jsonl"],
         },
         **DEMO_STRATEGY,
+        "placement": DEMO_PLACEMENT,
     }
+
+
+# Two agencies: a champion with a modern CSV layout and a challenger on a legacy fixed-width
+# platform; each gets only the fields its layout lists.
+DEMO_PLACEMENT = {
+    "enabled": True,
+    "cutoff": {"days_past_due": 90, "min_balance_minor": 5000, "statute_years": {"GB": 6}},
+    "cooling_days": 90,
+    "agencies": [
+        {
+            "name": "northwind",
+            "weight": 4,
+            "commission_rate": 0.22,
+            "returns": "agency_returns/northwind",
+            "notify_email": "placements@northwind-recovery.example",
+            "layout": {
+                "format": "csv",
+                "fields": [
+                    "account_ref", "customer_ref", "placement_date", "name", "kind", "city",
+                    "region", "postal_code", "country", "email", "email_consent",
+                    "email_opt_out", "phone", "sms_consent", "sms_opt_out", "call_opt_out",
+                    "currency", "balance_minor", "principal_minor", "interest_minor",
+                    "fees_minor", "invoice_count", "due_date", "first_delinquency_date",
+                    "last_payment_date", "last_payment_minor", "itemization_date",
+                    "itemization_type", "itemization_minor", "interest_since_minor",
+                    "fees_since_minor", "payments_since_minor", "original_creditor", "dispute",
+                    "cease_communication", "attorney_represented", "inconvenient_times",
+                    "payment_plan", "vulnerable",
+                ],
+            },
+        },
+        {
+            "name": "keystone",
+            "weight": 1,
+            "commission_rate": 0.3,
+            "returns": "agency_returns/keystone",
+            "layout": {
+                "format": "fixed",
+                "date_format": "%Y%m%d",
+                "trailer": True,
+                "fields": [
+                    {"field": "account_ref", "width": 30},
+                    {"field": "name", "width": 60},
+                    {"field": "country", "width": 2},
+                    {"field": "phone", "width": 20},
+                    {"field": "currency", "width": 3},
+                    {"field": "principal_minor", "width": 12},
+                    {"field": "interest_minor", "width": 12},
+                    {"field": "fees_minor", "width": 12},
+                    {"field": "due_date", "width": 8},
+                    {"field": "dispute", "width": 8},
+                    {"field": "cease_communication", "width": 1},
+                ],
+            },
+        },
+    ],
+}  # fmt: skip
 
 
 def _write_files(paths, d, cases, docs, st, day: int, seed: int, as_of: date) -> dict[str, int]:

@@ -38,19 +38,22 @@ def is_local(path: Any) -> bool:
     return getattr(path, "protocol", "") in LOCAL_PROTOCOLS
 
 
-def write_bytes(path: Any, data: bytes, content_type: str | None = None) -> None:
+def write_bytes(path: Any, data: bytes, content_type: str | None = None, **put: str) -> None:
     """Readers never see half an object: S3 puts are atomic, local files are renamed into place.
 
     ``content_type`` matters for objects a browser opens (payment pages): S3 serves what the put
-    declared, and without it a page downloads instead of rendering.
+    declared, and without it a page downloads instead of rendering.  ``put``: further S3 put
+    arguments (``ServerSideEncryption``, ``SSEKMSKeyId``); local files have no such thing.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_local(path):
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp.path if hasattr(tmp, "path") else str(tmp), path.path)
-    elif content_type:
-        path.fs.pipe_file(path.path, data, ContentType=content_type)
+    elif content_type or put:
+        path.fs.pipe_file(
+            path.path, data, **({"ContentType": content_type} if content_type else {}), **put
+        )
     else:
         path.write_bytes(data)
 
@@ -74,8 +77,9 @@ def read_parquet(path: Any) -> pd.DataFrame:
         return pd.read_parquet(fh)
 
 
-def write_json(path: Any, obj: Any) -> None:
-    write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode("utf-8"))
+def write_json(path: Any, obj: Any, **put: str) -> None:
+    data = json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+    write_bytes(path, data, "application/json" if put else None, **put)
 
 
 def read_json(path: Any) -> Any:

@@ -386,6 +386,81 @@ class PayerAccount(Base):
     learned_on: Mapped[date] = mapped_column(sa.Date)
 
 
+class PlacedAccount(Base):
+    """An account handed to a collection agency, and how its time there ends.
+
+    The partial unique index is invariant 5 in the database: one ``active`` placement per
+    debtor, so two runs (or two agencies) can never hold the same account at once.
+    """
+
+    __tablename__ = "placements"
+    __table_args__ = (
+        sa.Index(
+            "uq_placements_active_debtor",
+            "debtor_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'active'"),
+            postgresql_where=sa.text("status = 'active'"),
+        ),
+    )
+
+    account_ref: Mapped[str] = mapped_column(sa.String(96), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    agency: Mapped[str] = mapped_column(sa.String(64), index=True)
+    segment: Mapped[str | None] = mapped_column(sa.String(64))
+    placed_on: Mapped[date] = mapped_column(sa.Date, index=True)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    balance_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    principal_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    interest_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    fees_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    days_past_due: Mapped[int]
+    file_key: Mapped[str] = mapped_column(sa.String(512))
+    # active | recalled | returned | closed (paid through the agency)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    acknowledged_on: Mapped[date | None] = mapped_column(sa.Date)
+    collected_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    commission_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    ended_on: Mapped[date | None] = mapped_column(sa.Date)
+    end_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    recall_file_key: Mapped[str | None] = mapped_column(sa.String(512))
+
+
+class AgencyFile(Base):
+    """A file exchanged with an agency, either way: published placements and recalls, and the
+    acknowledgements, payments and closures that come back (loaded once, by content hash)."""
+
+    __tablename__ = "agency_files"
+
+    sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    agency: Mapped[str] = mapped_column(sa.String(64), index=True)
+    as_of: Mapped[date] = mapped_column(sa.Date, index=True)
+    direction: Mapped[str] = mapped_column(sa.String(8))  # out | in
+    kind: Mapped[str] = mapped_column(sa.String(16))  # placements | recalls | ack | payments | ...
+    name: Mapped[str] = mapped_column(sa.String(512))
+    rows: Mapped[int]
+    total_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(16))  # published | loaded | rejected
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class AgencyPayment(Base):
+    """Money an agency collected on a placed account, with its commission and what it remits."""
+
+    __tablename__ = "agency_payments"
+
+    agency: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    payment_ref: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    account_ref: Mapped[str] = mapped_column(sa.String(96), index=True)
+    debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    paid_on: Mapped[date] = mapped_column(sa.Date)
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)  # negative: a reversal
+    commission_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    remitted_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    file_sha256: Mapped[str] = mapped_column(sa.String(64))
+
+
 INVOICE_COLUMNS = [c.name for c in InvoiceSnapshot.__table__.columns]
 DEBTOR_COLUMNS = [c.name for c in Debtor.__table__.columns]
 QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name != "id"]
@@ -648,6 +723,17 @@ def sent_contacts(
     frame = pd.read_sql(query, conn)
     frame["at"] = pd.to_datetime(frame["at"], utc=True, format="mixed")
     return frame
+
+
+def placed_debtors(engine: sa.Engine, as_of: date) -> pd.Series:
+    """Debtors with an agency on ``as_of``: the planner's ``placed`` stop condition.  Read by
+    date, so a backfill sees who was placed then (placed on or before, not yet ended)."""
+    t = PlacedAccount.__table__.c
+    query = sa.select(t.debtor_id).where(
+        t.placed_on <= as_of, sa.or_(t.ended_on.is_(None), t.ended_on > as_of)
+    )
+    with engine.connect() as conn:
+        return pd.read_sql(query, conn)["debtor_id"]
 
 
 def insert_ignore(conn: sa.Connection, table: sa.Table, keys: list[str]) -> Any:

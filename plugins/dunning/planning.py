@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from dunning import lake
 from dunning.config import BROKEN_PROMISE_CHANNELS, Config, Experiment, Segment, Strategy
-from dunning.ledger import ContactAttempt, sent_contacts
-from dunning.quality import empty_frame
+from dunning.ledger import ContactAttempt, placed_debtors, sent_contacts
+from dunning.quality import empty_frame, isin
 
 PLAN_COLUMNS = (
     "contact_key",
@@ -209,6 +209,8 @@ def plan_contacts(
     frame = assign_arms(segmented, cfg)
     frame = frame[frame["strategy"].notna() & frame["oldest_due_date"].notna()]
     frame = frame[~_stopped(frame, cfg)]
+    if "placed" in frame:  # with an agency: never our reminders too, whatever stop_when says
+        frame = frame[~frame["placed"].fillna(False).astype(bool)]
     done = steps_done(contacts, frame, cfg)
     plans = [
         _plan_strategy(frame[frame["strategy"] == name], done, name, strategy, cfg, as_of)
@@ -363,6 +365,8 @@ def score_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_k
 def plan_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, view_key: str) -> dict:
     """Segment the day's debtors and plan their contacts; both go to the lake for compliance."""
     view = lake.read_parquet(root / view_key)
+    # with an agency: the agency collects, our reminders stop (strategy stop condition "placed")
+    view["placed"] = isin(view["debtor_id"], placed_debtors(engine, as_of))
     segmented = assign_arms(assign_segments(view, cfg), cfg)
     plan = plan_contacts(segmented, cfg, as_of, recent_contacts(engine, as_of, root=root))
     seg_key = lake.partition("segments", as_of) + "/segments.parquet"

@@ -26,7 +26,7 @@ SUMMARY_FIELDS = (
     "placement_files",
     "backfill",
 )
-STAGES = ("validate", "load_ledger", "reconcile", "age", "plan", "comply", "send")
+STAGES = ("validate", "load_ledger", "reconcile", "age", "place", "plan", "comply", "send")
 
 
 def summary_key(as_of: date) -> str:
@@ -56,6 +56,9 @@ def build_summary(
     messages: dict[str, dict[str, int]] | None = None,
     feedback: dict | None = None,
     reconciled: dict | None = None,
+    returns: dict | None = None,
+    placed: dict | None = None,
+    cutoff: dict | None = None,
 ) -> dict:
     """Assemble C3 from the stage results; ``None`` for a stage that did not finish.
 
@@ -69,12 +72,16 @@ def build_summary(
         loaded,
         reconciled,
         aged,
+        placed,
         planned,
         decided,
         sent_ok,
     )
     done = dict(zip(STAGES, finished, strict=True))
     status = "complete" if all(done.values()) else ("stopped" if stats else "failed")
+    rejected = (returns or {}).get("rejected", [])
+    if status == "complete" and rejected:
+        status = "agency_file_rejected"  # everything ran; a person must look at the file
     sources = (stats or {}).get("sources", {})
     return {
         "as_of": run["as_of"],
@@ -86,8 +93,8 @@ def build_summary(
         "messages_sent": (messages or {}).get("sent", {}),
         "payments_matched": reconciled["payments_matched"] if reconciled else None,
         "payments_unmatched": reconciled["payments_unmatched"] if reconciled else None,
-        "accounts_placed": None,
-        "placement_files": [],
+        "accounts_placed": placed["accounts_placed"] if placed else None,
+        "placement_files": placed["placement_files"] if placed else [],
         "backfill": run["backfill"],
         "dry_run": run["dry_run"],
         "status": status,
@@ -128,6 +135,10 @@ def build_summary(
         }
         if reconciled
         else {},
+        "placement": {k: v for k, v in (placed or {}).items() if k != "placement_files"},
+        "agency_returns": returns or {},
+        "agency_files_rejected": rejected,
+        "cutoff_recommendation": cutoff or {},
         "forced_reason": run.get("force_reason") if run.get("force_send") else None,
         "messages_rendered": wave["by_channel"] if wave else {},
         "messages_previewed": wave["by_channel"] if wave and not wave["sending"] else {},
@@ -218,6 +229,18 @@ def format_summary(summary: dict) -> str:
     ):
         if summary.get(label):
             lines.append(f"  {label:<22} {summary[label]}")
+    placement = summary.get("placement") or {}
+    if placement:
+        brief = ("mode", "accounts_past_cutoff", "by_agency", "accounts_recalled", "excluded")
+        lines.append(f"  {'placement':<22} { {k: placement[k] for k in brief if k in placement} }")
+    returns = summary.get("agency_returns") or {}
+    if returns.get("files") or returns.get("quarantined"):
+        lines.append(f"  {'agency_returns':<22} {returns}")
+    advice = (summary.get("cutoff_recommendation") or {}).get("by_segment")
+    if advice:
+        lines.append(f"  {'cutoff (set -> break-even)':<22} {advice}")
+    for rejected in summary.get("agency_files_rejected") or []:
+        lines.append(f"  REJECTED agency file {rejected['error']}")
     for failure in summary.get("gate_failures") or []:
         lines.append(f"  STOPPED {failure['source']}: {failure['gate']}: {failure['message']}")
     return "\n".join(lines)

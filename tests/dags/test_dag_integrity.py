@@ -56,6 +56,20 @@ def test_daily_dag_shape(dagbag):
     assert order.index("collect_feedback") < order.index("comply") < order.index("prepare_wave")
     for sender in ("send_email", "send_sms", "send_letters", "queue_calls"):
         assert order.index("prepare_wave") < order.index(sender) < order.index("summarize")
+    # agencies' returns are in before placing; placed debtors are out before anyone is planned
+    assert order.index("agency_returns") < order.index("place") < order.index("plan")
+    assert "place" in dag.get_task("plan").upstream_task_ids
+
+
+def test_placement_files_are_an_asset_the_notify_dag_consumes(dagbag):
+    from airflow.sdk import Asset
+
+    place = dagbag.dags["dunning_daily"].get_task("place")
+    (outlet,) = place.outlets
+    assert isinstance(outlet, Asset) and outlet.name == "dunning_placement_files"
+    notify = dagbag.dags["dunning_agency_notify"]
+    assert list(notify.timetable.asset_condition.objects) == [outlet]
+    assert [t.task_id for t in notify.tasks] == ["notify_agencies"]
 
 
 def test_senders_run_in_provider_pools(dagbag):

@@ -13,6 +13,7 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import (
+    Asset,
     BaseHook,
     CronTriggerTimetable,
     ExceptionRetryPolicy,
@@ -282,9 +283,111 @@ def score(run: dict, aged: dict, history: dict) -> dict:
     return result
 
 
+# Published placement files: a downstream DAG (dunning_agency_notify) is scheduled on it.
+PLACEMENT_FILES = Asset(name="dunning_placement_files", uri="dunning://placements")
+
+
+@task(retry_policy=DATA_ERRORS)
+def agency_returns(run: dict, loaded: dict) -> dict:
+    """The agencies' acknowledgements, payments and closures, before today's placing reads the
+    placement ledger.  A rejected file is recorded with its error; the summary then fails the run
+    (after everything else has run) so someone looks at it.  Backfills and dry runs read none."""
+    from dunning import lake, ledger
+    from dunning.placement.returns import load_returns
+
+    if run["backfill"] or run["dry_run"]:
+        return {"mode": "skipped"}
+    with ledger.ledger(_ledger_url()) as engine:
+        loaded_files = load_returns(dconfig.load_config(), engine, _as_of(run))
+    result = {k: v for k, v in vars(loaded_files).items() if k != "quarantine"}
+    if loaded_files.quarantine:
+        key = lake.partition("quarantine", _as_of(run)) + "/agency_returns.parquet"
+        lake.write_parquet(lake_root() / key, _records_frame(loaded_files.quarantine))
+        result["quarantine_file"] = key
+    result["quarantined"] = len(loaded_files.quarantine)
+    for rejected in loaded_files.rejected:
+        log.error("Agency file rejected: %s", rejected["error"])
+    log.info("Agency returns: %s", result)
+    return {"mode": "loaded", **result}
+
+
+@task(retry_policy=DATA_ERRORS, outlets=[PLACEMENT_FILES])
+def place(run: dict, validated: dict, scored: dict, returns: dict) -> dict:
+    """Accounts past the cut-off to their agency: placement and recall files, then the manifest,
+    on S3 with server-side encryption (PGP too when the agency has a key).  A backfill or dry
+    run only writes the selection for review (``placement_selection/as_of=…``)."""
+    from dunning import ledger
+    from dunning.placement import place_to_lake
+
+    cfg = dconfig.load_config()
+    root = lake_root()
+    with ledger.ledger(_ledger_url()) as engine:
+        result = place_to_lake(
+            cfg,
+            _as_of(run),
+            root,
+            engine,
+            validated=validated,
+            view_key=scored["scored_view"],
+            out_root=_object_root(cfg.placement.root, root),
+            publish=not (run["backfill"] or run["dry_run"]),
+        )
+    outlet = get_current_context()["outlet_events"][PLACEMENT_FILES]
+    outlet.extra = {"as_of": run["as_of"], "manifests": result.get("manifest_keys", [])}
+    log.info(
+        "Placement %s: %s placed %s, %s recalled; excluded %s; files %s",
+        result["mode"],
+        result.get("accounts_placed"),
+        result.get("by_agency"),
+        result.get("accounts_recalled"),
+        result.get("excluded"),
+        result.get("placement_files"),
+    )
+    return result
+
+
+@task(retry_policy=DATA_ERRORS)
+def cutoff_report(run: dict, scored: dict) -> dict:
+    """From the ledger's history, the day past due after which an agency beats collecting
+    in-house, per segment next to the configured cut-off (``reports/as_of=…/cutoff_*.csv``)."""
+    from dunning.placement.economics import economics_to_lake
+
+    result = _stage(economics_to_lake, run, scored["scored_view"])
+    log.info("Cut-off per segment (configured -> break-even): %s", result["by_segment"])
+    return result
+
+
+@task(retry_exponential_backoff=True, retry_delay=timedelta(minutes=1))
+def notify_agencies() -> dict:
+    """Each new delivery checked against its manifest, then its agency told by email (counts,
+    totals and keys only)."""
+    from dunning.channels.email import SmtpSender
+    from dunning.placement import notify
+
+    cfg = dconfig.load_config()
+    root = _object_root(cfg.placement.root, lake_root())
+    agencies = {a.name: a for a in cfg.placement.agencies}
+    events = get_current_context()["triggering_asset_events"][PLACEMENT_FILES]
+    keys = [key for event in events for key in (event.extra or {}).get("manifests", [])]
+    manifests = [(key, notify.verify(root, key)) for key in keys]
+    told = [
+        (key, m)
+        for key, m in manifests
+        if agencies.get(m["agency"]) and agencies[m["agency"]].notify_email
+    ]
+    if told:
+        with SmtpSender(smtp_settings(cfg.channels.email.connection, cfg)) as smtp:
+            for key, m in told:
+                to = agencies[m["agency"]].notify_email
+                smtp.send(notify.notice(m, key, cfg.channels.email.sender, to), to)
+    log.info("Verified %s deliveries, notified %s", len(manifests), [k for k, _ in told])
+    return {"verified": [k for k, _ in manifests], "notified": [k for k, _ in told]}
+
+
 @task(retry_policy=DATA_ERRORS)
 def plan(run: dict, scored: dict) -> dict:
-    """Segments and the contacts due today, written to the lake for the compliance step."""
+    """Segments and the contacts due today (not to debtors an agency now has), written to the
+    lake for the compliance step."""
     from dunning.planning import plan_to_lake
 
     result = _stage(plan_to_lake, run, scored["scored_view"])
@@ -519,6 +622,9 @@ def summarize(
     sent: list[dict] | None = None,
     feedback: dict | None = None,
     reconciled: dict | None = None,
+    returns: dict | None = None,
+    placed: dict | None = None,
+    cutoff: dict | None = None,
 ) -> dict:
     """Runs whatever happened upstream: a run stopped by a gate still gets its summary (with
     the reasons), then this task fails so the run shows as failed."""
@@ -540,6 +646,9 @@ def summarize(
         messages=messages,
         feedback=feedback,
         reconciled=reconciled,
+        returns=returns,
+        placed=placed,
+        cutoff=cutoff,
     )
     log.info("%s", reports.format_summary(lake.read_json(root / result["key"])))
     if result["status"] != "complete":

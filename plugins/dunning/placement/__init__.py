@@ -1,0 +1,288 @@
+"""Agency placement: accounts past the cut-off go to collection agencies as files on S3.
+
+The daily stage (``place_to_lake``) selects accounts (``selection``), builds their records
+(``records``), writes each agency's placement and recall files and publishes them with a manifest
+(``files``), and keeps the placement ledger: an account is with one agency at a time, placed
+accounts leave the internal reminders, recalls and returns end a placement.  What the agencies
+send back is loaded by ``returns``; ``economics`` recommends the cut-off.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from dunning import compliance, lake
+from dunning.config import Agency, Config
+from dunning.ledger import AgencyFile, ComplianceEvent, PlacedAccount, bulk_insert, insert_ignore
+from dunning.placement import files, records, selection
+from dunning.planning import assign_segments
+from dunning.quality import isin, read_snapshots
+
+EXTENSIONS = {"csv": "csv", "pipe": "txt", "fixed": "txt"}
+PLACEMENT_COLUMNS = [c.name for c in PlacedAccount.__table__.columns]
+
+
+def read_placements(conn: sa.Connection) -> pd.DataFrame:
+    return pd.read_sql(sa.select(PlacedAccount.__table__), conn)
+
+
+def _file_name(agency: Agency, kind: str) -> str:
+    return f"{kind}.{EXTENSIONS[agency.layout.format]}"
+
+
+def _recall_requests(conn: sa.Connection, as_of: date) -> pd.DataFrame:
+    ev = ComplianceEvent.__table__.c
+    return pd.read_sql(
+        sa.select(ev.debtor_id, ev.effective_date).where(
+            ev.event == "placement_recall", ev.effective_date <= as_of
+        ),
+        conn,
+    )
+
+
+def _hold_too_long(
+    chosen: pd.DataFrame, recs: pd.DataFrame, agencies: dict[str, Agency]
+) -> pd.Series:
+    """Per new account, why its record does not fit its agency's fixed-width layout ("")."""
+    why = pd.Series("", index=chosen.index, dtype="object")
+    for name, agency in agencies.items():
+        mine = (chosen["agency"] == name).to_numpy()
+        if mine.any():
+            why[mine] = files.too_long(recs[mine], agency.layout).to_numpy()
+    return why
+
+
+def place_to_lake(
+    cfg: Config,
+    as_of: date,
+    root: Any,
+    engine: sa.Engine,
+    *,
+    validated: dict,
+    view_key: str,
+    out_root: Any,
+    publish: bool,
+) -> dict:
+    """Select, record and publish the day's placements and recalls; ``publish`` False (a
+    backfill, a dry run) only writes the selection for review and changes nothing."""
+    if not cfg.placement.enabled:
+        return {"mode": "disabled", "accounts_placed": None, "placement_files": []}
+    agencies = {a.name: a for a in cfg.placement.agencies}
+    view = assign_segments(lake.read_parquet(root / view_key), cfg)
+    state, windows = compliance.debtor_state(engine, cfg, as_of)
+    with engine.connect() as conn:
+        ledger_rows = read_placements(conn)
+        requests = _recall_requests(conn, as_of)
+    chosen = selection.select(view, state, ledger_rows, cfg, as_of)
+    invoices, debtors, _ = read_snapshots(root, validated)
+    payments = records.last_payments(engine, as_of)
+
+    def build(accounts: pd.DataFrame) -> pd.DataFrame:
+        return records.build_records(
+            accounts, view, state, windows, invoices, debtors, payments, cfg
+        )
+
+    placed_today = ledger_rows.loc[
+        pd.to_datetime(ledger_rows["placed_on"]) == pd.Timestamp(as_of), "debtor_id"
+    ]
+    new = chosen[(chosen["exclusions"] == "") & ~isin(chosen["debtor_id"], placed_today)]
+    new = pd.DataFrame(
+        {
+            "account_ref": records.account_ref(new["debtor_id"], as_of).to_numpy(),
+            "debtor_id": new["debtor_id"].to_numpy(),
+            "agency": new["agency"].to_numpy(),
+            "segment": new["segment"].to_numpy(),
+            "placed_on": as_of,
+            "currency": new["currency"].to_numpy(),
+            "balance_minor": new["overdue_minor"].astype("int64").to_numpy(),
+            "days_past_due": new["max_days_past_due"].astype("int64").to_numpy(),
+        },
+        index=new.index,
+    )
+    fixed = isin(new["agency"], [n for n, a in agencies.items() if a.layout.format == "fixed"])
+    held = pd.Series("", index=new.index, dtype="object")
+    if fixed.any():
+        checked = new[fixed]
+        held[fixed] = _hold_too_long(checked, build(checked).set_axis(checked.index), agencies)
+    chosen.loc[held.index[held != ""], "exclusions"] = held[held != ""]
+    new = new[held == ""]
+    active = ledger_rows[ledger_rows["status"] == "active"]
+    recalled = selection.recalls(active, view, state, requests, as_of)
+    selection_key = lake.partition("placement_selection", as_of) + "/selection.parquet"
+    keep = [
+        "debtor_id", "segment", "country", "currency", "overdue_minor", "max_days_past_due",
+        "cutoff_days", "exclusions", "agency",
+    ]  # fmt: skip
+    lake.write_parquet(root / selection_key, chosen[keep])
+    excluded = chosen.loc[chosen["exclusions"] != "", "exclusions"].str.split(",").explode()
+    result: dict[str, Any] = {
+        "selection": selection_key,
+        "accounts_past_cutoff": len(chosen),
+        "excluded": excluded.value_counts().astype(int).to_dict(),
+    }
+    if not publish:
+        return {
+            **result,
+            "mode": "skipped",
+            "would_place": len(new),
+            "would_recall": len(recalled),
+            "accounts_placed": 0,
+            "accounts_recalled": 0,
+            "placement_files": [],
+        }
+    _record(engine, new, recalled, agencies, as_of)
+    with engine.connect() as conn:
+        ledger_rows = read_placements(conn)
+    today = ledger_rows[pd.to_datetime(ledger_rows["placed_on"]) == pd.Timestamp(as_of)]
+    back = ledger_rows[
+        (ledger_rows["status"] == "recalled")
+        & (pd.to_datetime(ledger_rows["ended_on"]) == pd.Timestamp(as_of))
+    ]
+    published = _publish(cfg, as_of, engine, out_root, agencies, build(today), back)
+    return {
+        **result,
+        "mode": "published",
+        "accounts_placed": len(today),
+        "accounts_recalled": len(back),
+        "by_agency": today["agency"].value_counts().astype(int).to_dict(),
+        "recalls_by_reason": back["end_reason"].value_counts().astype(int).to_dict(),
+        **published,
+    }
+
+
+def _record(
+    engine: sa.Engine,
+    new: pd.DataFrame,
+    recalled: pd.DataFrame,
+    agencies: dict[str, Agency],
+    as_of: date,
+) -> None:
+    """New placements and recalls in one transaction: the unique index on active placements
+    refuses a debtor that another run placed meanwhile, so nothing goes out twice."""
+    t = PlacedAccount.__table__
+    rows = new.assign(
+        principal_minor=new["balance_minor"],
+        interest_minor=0,
+        fees_minor=0,
+        file_key=[
+            f"{files.prefix(a, as_of)}/{_file_name(agencies[a], 'placements')}"
+            for a in new["agency"]
+        ],
+        status="active",
+        acknowledged_on=None,
+        collected_minor=0,
+        commission_minor=0,
+        ended_on=None,
+        end_reason=None,
+        recall_file_key=None,
+    )
+    with engine.begin() as conn:
+        bulk_insert(conn, t, rows[PLACEMENT_COLUMNS])
+        for reason, group in recalled.groupby("reason"):
+            for agency, refs in group.groupby("agency")["account_ref"]:
+                key = f"{files.prefix(agency, as_of)}/{_file_name(agencies[agency], 'recalls')}"
+                conn.execute(
+                    t.update()
+                    .where(t.c.account_ref.in_(refs.tolist()), t.c.status == "active")
+                    .values(status="recalled", ended_on=as_of, end_reason=reason,
+                            recall_file_key=key)
+                )  # fmt: skip
+
+
+def _publish(
+    cfg: Config,
+    as_of: date,
+    engine: sa.Engine,
+    out_root: Any,
+    agencies: dict[str, Agency],
+    placed: pd.DataFrame,
+    back: pd.DataFrame,
+) -> dict:
+    """Per agency with anything today: its placement and recall files, then the manifest."""
+    uris, manifests, keys, changed = [], [], [], False
+    for name, agency in agencies.items():
+        mine = placed[placed["agency"] == name]
+        gone = back[back["agency"] == name]
+        if mine.empty and gone.empty:
+            continue
+        data = []
+        if len(mine):
+            data.append(
+                files.DataFile(
+                    name=_file_name(agency, "placements"),
+                    kind="placements",
+                    data=files.render(mine, agency.layout),
+                    rows=len(mine),
+                    balance_minor_total=int(mine["balance_minor"].sum()),
+                    totals={k: int(mine[k].sum()) for k in files.MONEY_TOTALS},
+                )
+            )
+        if len(gone):
+            recall = pd.DataFrame(
+                {
+                    "account_ref": gone["account_ref"].to_numpy(),
+                    "customer_ref": gone["debtor_id"].to_numpy(),
+                    "recall_date": pd.Timestamp(as_of),
+                    "reason": gone["end_reason"].to_numpy(),
+                    "balance_minor": gone["balance_minor"].astype("int64").to_numpy(),
+                }
+            )
+            data.append(
+                files.DataFile(
+                    name=_file_name(agency, "recalls"),
+                    kind="recalls",
+                    data=files.render(recall, agency.layout, files.RECALL_SPECS),
+                    rows=len(recall),
+                    balance_minor_total=int(recall["balance_minor"].sum()),
+                )
+            )
+        manifest = files.publish(
+            out_root,
+            name,
+            as_of,
+            data,
+            creditor=cfg.portfolio.name,
+            sse=cfg.placement.encryption,
+            kms_key_id=cfg.placement.kms_key_id,
+            public_key=cfg.resolve(agency.pgp_public_key) if agency.pgp_public_key else None,
+        )
+        changed |= manifest["changed"]
+        where = files.folder(out_root, name, as_of)
+        uris += [files.uri(where / e["name"]) for e in manifest["files"]]
+        manifests.append(files.uri(where / "manifest.json"))
+        keys.append(f"{files.prefix(name, as_of)}/manifest.json")
+        _log_files(engine, name, as_of, manifest)
+    return {
+        "placement_files": uris,
+        "manifests": manifests,
+        "manifest_keys": keys,
+        "published_changed": changed,
+    }
+
+
+def _log_files(engine: sa.Engine, agency: str, as_of: date, manifest: dict) -> None:
+    """Each published file in ``agency_files`` once (by content hash): the exchange's audit
+    trail, and what an agency's acknowledgement is checked against."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "sha256": e["plaintext_sha256"],
+            "agency": agency,
+            "as_of": as_of,
+            "direction": "out",
+            "kind": e["kind"],
+            "name": f"{files.prefix(agency, as_of)}/{e['name'].removesuffix('.pgp')}",
+            "rows": e["rows"],
+            "total_minor": e["balance_minor_total"],
+            "status": "published",
+            "error": None,
+            "recorded_at": now,
+        }
+        for e in manifest["files"]
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert_ignore(conn, AgencyFile.__table__, ["sha256"]), rows)
