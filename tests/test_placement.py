@@ -3,7 +3,7 @@ same objects on a re-run, a backfill that only previews, PGP files the agency ca
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import gnupg
 import pandas as pd
@@ -79,7 +79,7 @@ def test_a_backfill_previews_and_a_real_run_places_once(day):
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "lake" / "placements").rglob("*")}
     again = place()
-    assert not again["published_changed"]
+    assert again["manifest_keys"] == []  # nothing new: the notify DAG tells nobody
     assert again["accounts_placed"] == first["accounts_placed"]
     assert again["excluded"] == first["excluded"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -99,3 +99,28 @@ def test_the_pgp_agency_can_open_its_file_and_it_matches_the_manifest(day):
     assert len(lines) == entry["rows"] + 1 == len(mine) + 1  # + the control row
     assert lines[-1] == f"T{len(mine):09d}{mine['balance_minor'].sum():015d}"
     assert any(uri.endswith("placements.txt.pgp") for uri in result["placement_files"])
+
+
+def test_a_delivery_a_failed_run_left_unpublished_goes_out_with_the_next_run(day):
+    place, engine, root, _, _ = day
+    place()
+    # as if yesterday's run had recorded keystone's placements, then died before publishing
+    t, f = ledger.PlacedAccount.__table__, ledger.AgencyFile.__table__
+    yesterday = AS_OF - timedelta(days=1)
+    before, after = f"as_of={AS_OF}", f"as_of={yesterday}"
+    with engine.begin() as conn:
+        conn.execute(
+            t.update()
+            .where(t.c.agency == "keystone")
+            .values(
+                placed_on=yesterday,
+                file_key=sa.func.replace(t.c.file_key, before, after),
+            )
+        )
+        conn.execute(f.delete().where(f.c.agency == "keystone"))
+    again = place()
+    key = f"placements/agency=keystone/{after}/manifest.json"
+    assert key in again["manifest_keys"]
+    manifest = lake.read_json(root / key)
+    assert manifest["files"][0]["rows"] == len(_placements(engine).query("agency == 'keystone'"))
+    assert place()["manifest_keys"] == []  # published now: nothing left over

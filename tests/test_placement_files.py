@@ -122,6 +122,8 @@ def test_cells_that_a_spreadsheet_would_run_are_neutralized(fmt):
     )
     assert all(v.startswith("'") for v in rows["name"])
     assert rows["balance_minor"].tolist() == ["7000", "7007", "7014", "7021"]  # numbers untouched
+    negative = files.render(records(1, fees_minor=[-5]), layout(fmt, fields=["fees_minor"]))
+    assert negative == b"fees_minor\n-5\n"
 
 
 def test_pgp_round_trip_with_the_agencys_key(agency_gpg):

@@ -21,7 +21,9 @@ def test_a_record_itemizes_exactly_and_carries_the_status_flags():
             "agency": ["acme"],
             "segment": ["small"],
             "placed_on": [AS_OF],
+            "currency": ["USD"],
             "balance_minor": [15_000],
+            "days_past_due": [145],
         }
     )
     view = pd.DataFrame(
@@ -70,8 +72,9 @@ def test_a_record_itemizes_exactly_and_carries_the_status_flags():
          "phone": ["+16175550100"]}
     )  # fmt: skip
     payments = pd.DataFrame(
-        {"debtor_id": ["D1"], "last_payment_date": [pd.Timestamp("2026-09-01")],
-         "last_payment_minor": [3_000]}
+        {"debtor_id": ["D1", "D1"], "currency": ["USD", "EUR"],
+         "last_payment_date": [pd.Timestamp("2026-09-01"), pd.Timestamp("2026-10-01")],
+         "last_payment_minor": [3_000, 999]}
     )  # fmt: skip
     rec = records.build_records(
         accounts, view, state, windows, invoices, debtors, payments, config()

@@ -151,13 +151,15 @@ def test_agency_payments_carry_commission_and_a_paid_off_account_closes(setup):
             "D,P4,D2-20261123,2026-11-24,-1000,",  # a reversal of part of P3
             "D,P5,NOPE-1,2026-11-24,300,",
             "D,P6,D2-20261123,24/11/2026,300,",
-            "T,,,,14601,6",
+            "D,P7,D2-20261123,2026-11-24,12.5,",
+            "T,,,,14613.5,7",
         ],
     )
     loaded = load_returns(cfg, engine, AS_OF)
     assert loaded.rejected == [] and loaded.payments == 4
     assert [(q["source_row"], q["field"], q["reason"]) for q in loaded.quarantine] == [
         (6, "account_ref", "UNKNOWN_ACCOUNT"),
+        (8, "amount_minor", "BAD_AMOUNT"),
         (7, "paid_on", "BAD_DATE"),
     ]
     with engine.connect() as conn:
@@ -175,6 +177,15 @@ def test_agency_payments_carry_commission_and_a_paid_off_account_closes(setup):
         "active",
         4000,
         1000,
+    ]
+
+
+def test_a_file_that_is_not_csv_is_rejected_not_a_crash(setup):
+    cfg, engine, inbox = setup
+    (inbox / "payments_2.csv").write_bytes(b"record_type,payment_ref\n\xff\xfe broken\n")
+    loaded = load_returns(cfg, engine, AS_OF)
+    assert [r["error"][:45] for r in loaded.rejected] == [
+        "payments_2.csv: not a readable UTF-8 CSV file"
     ]
 
 

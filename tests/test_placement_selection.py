@@ -37,7 +37,9 @@ def view(*rows: dict) -> pd.DataFrame:
         "segment": "small",
         "country": "US",
         "region": "",
+        "kind": "consumer",
         "currency": "USD",
+        "disputed_minor": 0,
         "overdue_minor": 50_000,
         "max_days_past_due": 120,
         "oldest_due_date": pd.Timestamp("2026-07-26"),
@@ -134,10 +136,24 @@ def test_an_exclusion_left_out_of_config_does_not_apply_and_all_reasons_are_list
     s = state({"debtor_id": "D1", "bankruptcy": True, "dispute": "pending"})
     everything = selection.select(v, s, no_placements(), config(), AS_OF)
     assert exclusions(everything) == {"D1": "dispute,promise,bankruptcy"}
-    only = [e for e in EXCLUSIONS if e != "promise"]
+    only = [e for e in EXCLUSIONS if e != "promise"]  # a portfolio's choice
     lenient = config(cutoff={"exclude": only})
     assert exclusions(selection.select(v, s, no_placements(), lenient, AS_OF)) == {
         "D1": "dispute,bankruptcy"
+    }
+
+
+def test_legal_exclusions_cannot_be_switched_off():
+    with pytest.raises(ValueError, match=r"\['bankruptcy'\] cannot be left out"):
+        config(cutoff={"exclude": [e for e in EXCLUSIONS if e != "bankruptcy"]})
+
+
+def test_no_identity_and_several_currencies_keep_the_account_home():
+    v = view({"debtor_id": "D1", "kind": None}, {"debtor_id": "D2", "other_currency_items": 2})
+    s = state({"debtor_id": "D1"}, {"debtor_id": "D2"})
+    assert exclusions(selection.select(v, s, no_placements(), config(), AS_OF)) == {
+        "D1": selection.NO_IDENTITY,
+        "D2": selection.MULTI_CURRENCY,
     }
 
 
@@ -193,10 +209,15 @@ def test_recalls_name_the_first_reason_and_skip_todays_placements():
             placement("asked"),
             placement("asked_before", placed_on="2026-11-01"),
             placement("fine"),
+            placement("all_disputed"),
+            placement("asked_that_day", placed_on="2026-11-20"),
             placement("today", placed_on=str(AS_OF)),
         ]
     )
-    v = view(*({"debtor_id": d} for d in active["debtor_id"] if d != "paid"))
+    v = view(
+        *({"debtor_id": d} for d in active["debtor_id"] if d not in ("paid", "all_disputed")),
+        {"debtor_id": "all_disputed", "overdue_minor": 0, "disputed_minor": 5000},
+    )
     s = state(
         {"debtor_id": "disputed", "dispute": "pending"},
         {"debtor_id": "bankrupt", "bankruptcy": True},
@@ -204,7 +225,10 @@ def test_recalls_name_the_first_reason_and_skip_todays_placements():
         {"debtor_id": "moratorium", "breathing_space": True},
     )
     requests = pd.DataFrame(
-        {"debtor_id": ["asked", "asked_before"], "effective_date": ["2026-11-20", "2026-10-15"]}
+        {
+            "debtor_id": ["asked", "asked_before", "asked_that_day"],
+            "effective_date": ["2026-11-20", "2026-10-15", "2026-11-20"],
+        }
     )
     back = selection.recalls(active, v, s, requests, AS_OF)
     assert dict(zip(back["debtor_id"], back["reason"], strict=True)) == {
@@ -214,4 +238,6 @@ def test_recalls_name_the_first_reason_and_skip_todays_placements():
         "dead": "DECEASED",
         "moratorium": "BREATHING_SPACE",
         "asked": "REQUESTED",
+        "asked_that_day": "REQUESTED",
+        "all_disputed": "DISPUTE",  # every invoice left is disputed: not "paid"
     }

@@ -337,7 +337,8 @@ def compliance_batch(contacts: int, history: int, seed: int = 0) -> Any:
 
 
 def every_overdue_account(cfg: Any, work: Path, engine: Any, root: Any) -> Any:
-    """The bench's placement: every overdue account (1 day, any balance; about one debtor in
+    """The bench's placement: every overdue account the legal exclusions allow (1 day, any
+    balance; about one debtor in
     ten of the invoices, so 1M open invoices place ~100k accounts) to one agency with the
     full record as CSV, PGP-encrypted to a fresh key.  Earlier bench placements of the date
     are cleared first, so each run places them all again."""
@@ -350,7 +351,7 @@ def every_overdue_account(cfg: Any, work: Path, engine: Any, root: Any) -> Any:
     placement = Placement.model_validate(
         {
             "enabled": True,
-            "cutoff": {"days_past_due": 1, "min_balance_minor": 1, "exclude": []},
+            "cutoff": {"days_past_due": 1, "min_balance_minor": 1},
             "agencies": [
                 {
                     "name": "bench",
@@ -368,7 +369,7 @@ def every_overdue_account(cfg: Any, work: Path, engine: Any, root: Any) -> Any:
 
 
 def agency_key(home: Path, email: str = "placements@agency.example") -> Path:
-    """An agency's RSA 2048 key pair in GnuPG home ``home`` (made if missing); returns the
+    """A new agency RSA 2048 key pair in GnuPG home ``home``; returns the
     ASCII-armoured public key file, as an agency would send it.  Tests and the bench encrypt
     to it and decrypt with the private half left in ``home``."""
     import gnupg

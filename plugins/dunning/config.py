@@ -461,6 +461,9 @@ PLACEMENT_FIELDS: tuple[str, ...] = (
     "dispute", "cease_communication", "attorney_represented", "inconvenient_times",
     "payment_plan", "promise_broken", "vulnerable",
 )  # fmt: skip
+# The legal ones cannot be switched off (an agency may not work these accounts at all);
+# the rest are the portfolio's choice.
+MANDATORY_EXCLUSIONS = ("dispute", "bankruptcy", "deceased", "breathing_space")
 EXCLUSIONS = (
     "dispute",
     "promise",
@@ -532,6 +535,14 @@ class Cutoff(_Strict):
     min_balance_minor: int = Field(0, ge=0)
     exclude: list[Literal[EXCLUSIONS]] = list(EXCLUSIONS)  # type: ignore[valid-type]
     statute_years: dict[str, Annotated[int, Field(ge=1)]] = {}  # country -> limitation period
+
+    @field_validator("exclude")
+    @classmethod
+    def _legal(cls, value: list[str]) -> list[str]:
+        missing = [e for e in MANDATORY_EXCLUSIONS if e not in value]
+        if missing:
+            raise ValueError(f"{missing} cannot be left out: an agency may not work such accounts")
+        return value
 
 
 class Economics(_Strict):

@@ -27,7 +27,14 @@ PLACEMENT_COLUMNS = [c.name for c in PlacedAccount.__table__.columns]
 
 
 def read_placements(conn: sa.Connection) -> pd.DataFrame:
-    return pd.read_sql(sa.select(PlacedAccount.__table__), conn)
+    """Every placement, in reference order: files built from it are the same bytes each time."""
+    t = PlacedAccount.__table__
+    return pd.read_sql(sa.select(t).order_by(t.c.account_ref), conn)
+
+
+def _published(conn: sa.Connection) -> pd.Series:
+    f = AgencyFile.__table__.c
+    return pd.read_sql(sa.select(f.name).where(f.direction == "out"), conn)["name"]
 
 
 def _file_name(agency: Agency, kind: str) -> str:
@@ -68,7 +75,11 @@ def place_to_lake(
     publish: bool,
 ) -> dict:
     """Select, record and publish the day's placements and recalls; ``publish`` False (a
-    backfill, a dry run) only writes the selection for review and changes nothing."""
+    backfill, a dry run) writes only the selection for review: no ledger change, no file.
+
+    The ledger is written before the files, so the database decides who is placed; a delivery
+    that a failed run left unpublished (its placements are in the ledger, its files are not in
+    ``agency_files``) is published by the next run, for its own date."""
     if not cfg.placement.enabled:
         return {"mode": "disabled", "accounts_placed": None, "placement_files": []}
     agencies = {a.name: a for a in cfg.placement.agencies}
@@ -137,12 +148,30 @@ def place_to_lake(
     _record(engine, new, recalled, agencies, as_of)
     with engine.connect() as conn:
         ledger_rows = read_placements(conn)
-    today = ledger_rows[pd.to_datetime(ledger_rows["placed_on"]) == pd.Timestamp(as_of)]
-    back = ledger_rows[
-        (ledger_rows["status"] == "recalled")
-        & (pd.to_datetime(ledger_rows["ended_on"]) == pd.Timestamp(as_of))
-    ]
-    published = _publish(cfg, as_of, engine, out_root, agencies, build(today), back)
+        done = _published(conn)
+    placed_on = pd.to_datetime(ledger_rows["placed_on"])
+    recalled_on = pd.to_datetime(ledger_rows["ended_on"]).where(
+        ledger_rows["recall_file_key"].notna()
+    )
+    late = ~isin(ledger_rows["file_key"], done) | (
+        recalled_on.notna() & ~isin(ledger_rows["recall_file_key"].fillna(""), done)
+    )
+    days = sorted({pd.Timestamp(as_of)} | set(placed_on[late]) | set(recalled_on[late].dropna()))
+    published: dict[str, Any] = {"placement_files": [], "manifests": [], "manifest_keys": []}
+    for day in days:
+        part = _publish(
+            cfg,
+            day.date(),
+            engine,
+            out_root,
+            agencies,
+            build(ledger_rows[placed_on == day]),
+            ledger_rows[recalled_on == day],
+        )
+        for key in published:
+            published[key] += part[key]
+    today = ledger_rows[placed_on == pd.Timestamp(as_of)]
+    back = ledger_rows[recalled_on == pd.Timestamp(as_of)]
     return {
         **result,
         "mode": "published",
@@ -203,7 +232,7 @@ def _publish(
     back: pd.DataFrame,
 ) -> dict:
     """Per agency with anything today: its placement and recall files, then the manifest."""
-    uris, manifests, keys, changed = [], [], [], False
+    uris, manifests, keys = [], [], []
     for name, agency in agencies.items():
         mine = placed[placed["agency"] == name]
         gone = back[back["agency"] == name]
@@ -235,7 +264,7 @@ def _publish(
                 files.DataFile(
                     name=_file_name(agency, "recalls"),
                     kind="recalls",
-                    data=files.render(recall, agency.layout, files.RECALL_SPECS),
+                    data=files.render(recall, agency.layout, files.recall_specs(agency.layout)),
                     rows=len(recall),
                     balance_minor_total=int(recall["balance_minor"].sum()),
                 )
@@ -250,18 +279,13 @@ def _publish(
             kms_key_id=cfg.placement.kms_key_id,
             public_key=cfg.resolve(agency.pgp_public_key) if agency.pgp_public_key else None,
         )
-        changed |= manifest["changed"]
         where = files.folder(out_root, name, as_of)
         uris += [files.uri(where / e["name"]) for e in manifest["files"]]
         manifests.append(files.uri(where / "manifest.json"))
-        keys.append(f"{files.prefix(name, as_of)}/manifest.json")
+        if manifest["changed"]:  # what the Asset event tells the notify DAG about
+            keys.append(f"{files.prefix(name, as_of)}/manifest.json")
         _log_files(engine, name, as_of, manifest)
-    return {
-        "placement_files": uris,
-        "manifests": manifests,
-        "manifest_keys": keys,
-        "published_changed": changed,
-    }
+    return {"placement_files": uris, "manifests": manifests, "manifest_keys": keys}
 
 
 def _log_files(engine: sa.Engine, agency: str, as_of: date, manifest: dict) -> None:
@@ -284,5 +308,8 @@ def _log_files(engine: sa.Engine, agency: str, as_of: date, manifest: dict) -> N
         }
         for e in manifest["files"]
     ]
-    with engine.begin() as conn:
-        conn.execute(insert_ignore(conn, AgencyFile.__table__, ["sha256"]), rows)
+    t = AgencyFile.__table__
+    with engine.begin() as conn:  # a re-published name replaces its earlier record
+        names = [r["name"] for r in rows]
+        conn.execute(t.delete().where(t.c.direction == "out", t.c.name.in_(names)))
+        conn.execute(insert_ignore(conn, t, ["sha256"]), rows)

@@ -56,8 +56,8 @@ def curve(invoices: pd.DataFrame, segments: pd.Series, cfg: Config, as_of: date)
     due = pd.to_datetime(invoices["due_date"]).to_numpy("datetime64[D]")
     paid = pd.to_datetime(invoices["paid_date"]).to_numpy("datetime64[D]")
     amount = invoices["amount_minor"].to_numpy(dtype=np.float64)
-    late = (paid - due).astype("timedelta64[D]").astype(np.float64)  # NaN when unpaid (NaT)
-    late[np.isnat(paid)] = np.inf
+    late = (paid - due).astype("timedelta64[D]").astype(np.float64)
+    late[np.isnat(paid)] = np.inf  # never paid: later than any window
     seg = invoices["debtor_id"].map(segments).fillna("").to_numpy(dtype=object)
     last_due = np.datetime64(as_of - timedelta(days=horizon), "D")
     cost = np.mean(list(econ.cost_per_contact_minor.values())) * econ.contacts_per_month

@@ -47,18 +47,24 @@ def layout_specs(layout: Layout) -> list[Spec]:
     return [(f.field, f.header or f.field, f.width) for f in layout.fields]
 
 
-# Recalls travel in the agency's own format (delimiter, dates, trailer) with these fields.
-RECALL_SPECS: list[Spec] = [
-    ("account_ref", "account_ref", 96),
-    ("customer_ref", "customer_ref", 64),
-    ("recall_date", "recall_date", 10),
-    ("reason", "reason", 16),
-]
+WIDEST_DATE = date(2026, 12, 31)  # a date whose rendering is as wide as any
+
+
+def recall_specs(layout: Layout) -> list[Spec]:
+    """Recalls travel in the agency's own format (delimiter, dates, trailer): the reference,
+    the date and the reason, and the customer reference only if the agency gets it anyway."""
+    date_width = len(WIDEST_DATE.strftime(layout.date_format))
+    specs: list[Spec] = [("account_ref", "account_ref", 96)]
+    if any(f.field == "customer_ref" for f in layout.fields):
+        specs.append(("customer_ref", "customer_ref", 64))
+    return [*specs, ("recall_date", "recall_date", date_width), ("reason", "reason", 16)]
 
 
 def _text(records: pd.DataFrame, specs: list[Spec], date_format: str) -> pd.DataFrame:
-    """The fields as text: dates in the layout's format, flags Y/N, empty for missing."""
+    """The fields as text: dates in the layout's format, flags Y/N, empty for missing; text
+    fields neutralized against spreadsheet formulas (numbers stay numbers: ``-5`` is ``-5``)."""
     out = {}
+    free_text = []
     for column, header, _ in specs:
         col = records[column]
         if pd.api.types.is_datetime64_any_dtype(col):
@@ -69,8 +75,11 @@ def _text(records: pd.DataFrame, specs: list[Spec], date_format: str) -> pd.Data
             text = col.astype("Int64").astype("string")
         else:
             text = col.astype("string")
+            free_text.append(header)
         out[header] = text.fillna("").astype("object")
-    return pd.DataFrame(out, index=records.index)
+    frame = pd.DataFrame(out, index=records.index)
+    frame[free_text] = neutralize(frame[free_text])
+    return frame
 
 
 def too_long(records: pd.DataFrame, layout: Layout) -> pd.Series:
@@ -99,7 +108,7 @@ def render(
     header.  ``trailer``: a last ``T`` row with the record count and the money total.
     """
     specs = specs or layout_specs(layout)
-    text = neutralize(_text(records, specs, layout.date_format))
+    text = _text(records, specs, layout.date_format)
     total = int(records[total_field].sum()) if total_field else 0
     if layout.format == "fixed":
         parts = [
@@ -174,6 +183,9 @@ def publish(
         same = {e["name"].removesuffix(".pgp"): e.get("plaintext_sha256") for e in before["files"]}
         if same == digests:
             return {**before, "changed": False}
+        # new content for the date: withdraw the old manifest first, so no reader pairs it
+        # with the new files; the delivery is complete again when the new one is written
+        manifest_path.unlink()
     put = _put_args(sse, kms_key_id)
     entries, fingerprint = [], None
     for f in files:

@@ -18,6 +18,10 @@ from dunning.config import PLACEMENT_FIELDS, Config
 from dunning.ledger import Payment
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MASTER_FIELDS = (
+    "name", "kind", "city", "region", "postal_code", "country", "timezones", "locale", "email",
+    "phone",
+)  # fmt: skip
 
 
 def account_ref(debtor_ids: pd.Series, placed_on: date) -> pd.Series:
@@ -26,25 +30,28 @@ def account_ref(debtor_ids: pd.Series, placed_on: date) -> pd.Series:
 
 
 def last_payments(engine: sa.Engine, as_of: date) -> pd.DataFrame:
-    """Each debtor's last payment on or before ``as_of`` (date and that day's amount), from the
-    AR history's payments: one sort in the database (a window), not a join per debtor."""
+    """Each debtor's last payment per currency on or before ``as_of`` (date and that day's
+    amount), from the AR history's payments: one sort in the database (a window), not a join
+    per debtor."""
     p = Payment.__table__.c
     days = (
         sa.select(
             p.debtor_id,
+            p.currency,
             p.paid_on.label("last_payment_date"),
             sa.func.sum(p.amount_minor).label("last_payment_minor"),
             sa.func.row_number()
-            .over(partition_by=p.debtor_id, order_by=p.paid_on.desc())
+            .over(partition_by=(p.debtor_id, p.currency), order_by=p.paid_on.desc())
             .label("newest"),
         )
         .where(p.paid_on <= as_of, p.debtor_id.is_not(None))
-        .group_by(p.debtor_id, p.paid_on)
+        .group_by(p.debtor_id, p.currency, p.paid_on)
         .subquery()
     )
-    query = sa.select(days.c.debtor_id, days.c.last_payment_date, days.c.last_payment_minor).where(
-        days.c.newest == 1
-    )
+    last = days.c
+    query = sa.select(
+        last.debtor_id, last.currency, last.last_payment_date, last.last_payment_minor
+    ).where(last.newest == 1)
     with engine.connect() as conn:
         return pd.read_sql(query, conn)
 
@@ -107,25 +114,27 @@ def build_records(
 ) -> pd.DataFrame:
     """One record per account (columns ``PLACEMENT_FIELDS``, in that order).
 
-    ``accounts``: debtor_id, account_ref, agency, segment, placed_on, balance_minor.  Money is
-    minor units.  Principal is the placed balance; this AR data has no interest or fees, so
+    ``accounts``: debtor_id, account_ref, agency, segment, placed_on, currency, balance_minor,
+    days_past_due (as placed: a re-run renders what the ledger holds).  Money is minor units.  Principal is the placed balance; this AR data has no interest or fees, so
     those are 0 and the Regulation F itemization reconciles exactly:
     itemization + interest + fees - payments and credits = balance.
     """
     n = len(accounts)
-    acc = accounts.reset_index(drop=True)
+    acc = accounts.sort_values("account_ref", ignore_index=True)
     ids = acc["debtor_id"]
     v = view.set_index("debtor_id").reindex(ids)
     st = state.reindex(ids)
+    if "debtor_id" not in debtors:  # no debtor master today: identity fields stay empty
+        debtors = pd.DataFrame({"debtor_id": pd.Series(dtype="object")})
     master = debtors.drop_duplicates("debtor_id", keep="last").set_index("debtor_id").reindex(ids)
-    acc = acc.assign(currency=v["currency"].to_numpy())
+    master = master.reindex(columns=list(dict.fromkeys([*master.columns, *MASTER_FIELDS])))
     placed_on = pd.to_datetime(acc["placed_on"])
     items = _placed_invoices(invoices, acc, placed_on.min().date() if n else date.today())
     by_debtor = items.groupby("debtor_id")
     amount = by_debtor["amount_minor"].sum().reindex(ids).fillna(0).astype("int64").to_numpy()
     balance = acc["balance_minor"].astype("int64").to_numpy()
     issued = pd.to_datetime(by_debtor["issue_date"].max().reindex(ids)).to_numpy()
-    pay = payments.set_index("debtor_id").reindex(ids)
+    pay = acc[["debtor_id", "currency"]].merge(payments, on=["debtor_id", "currency"], how="left")
     last_paid = pd.to_datetime(pay["last_payment_date"]).to_numpy()
     by_payment = (cfg.placement.itemization == "last_payment") & pd.notna(last_paid)
     item_minor = np.where(by_payment, balance, np.maximum(amount, balance))
@@ -176,7 +185,7 @@ def build_records(
         "last_payment_date": last_paid,
         "last_payment_minor": pay["last_payment_minor"].to_numpy(),
         "charge_off_date": np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"),
-        "days_past_due": v["max_days_past_due"].astype("int64").to_numpy(),
+        "days_past_due": acc["days_past_due"].astype("int64").to_numpy(),
         "itemization_date": np.where(by_payment, last_paid, issued),
         "itemization_type": np.where(by_payment, "last_payment", "transaction"),
         "itemization_minor": item_minor,

@@ -76,7 +76,10 @@ def _int(frame: pd.DataFrame, column: str) -> pd.Series:
 def read_file(path: Path, kind: str) -> tuple[pd.DataFrame, pd.Series]:
     """The detail rows (with their line numbers in ``line``) and the trailer, after checking
     the columns and that the trailer's control totals match the detail."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AgencyFileRejected(f"{path.name}: not a readable UTF-8 CSV file ({exc})") from exc
     missing = [c for c in ("record_type", *KINDS[kind]) if c not in frame.columns]
     if missing:
         raise AgencyFileRejected(f"{path.name}: missing columns {missing}")
@@ -279,7 +282,7 @@ def _payments(
     ref = detail["account_ref"].str.strip()
     checks = [
         ("account_ref", "UNKNOWN_ACCOUNT", ~ref.isin(placed.index)),
-        ("amount_minor", "BAD_AMOUNT", amount.isna() | (amount == 0)),
+        ("amount_minor", "BAD_AMOUNT", amount.isna() | (amount == 0) | (amount % 1 != 0)),
         ("paid_on", "BAD_DATE", paid_on.isna()),
         ("payment_ref", "MISSING", detail["payment_ref"].str.strip() == ""),
     ]
@@ -372,9 +375,12 @@ def _closures(
         bad |= mask
     t = PlacedAccount.__table__
     for (code, day), refs in ref[~bad].groupby([reason[~bad], closed_on[~bad].dt.date]):
+        where = t.c.account_ref.in_(refs.tolist())
         conn.execute(
             t.update()
-            .where(t.c.account_ref.in_(refs.tolist()), t.c.status.in_(["active", "recalled"]))
+            .where(where, t.c.status == "active")
             .values(status=CLOSURE_REASONS[code], ended_on=day, end_reason=code)
         )
+        # a recalled account the agency now returns keeps our recall's date and reason
+        conn.execute(t.update().where(where, t.c.status == "recalled").values(status="returned"))
     out.closed += int((~bad).sum())

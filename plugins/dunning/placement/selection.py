@@ -17,10 +17,16 @@ from dunning.config import Agency, Config
 from dunning.planning import unit_hash
 from dunning.quality import isin
 
-# Why a placed account comes back (recall file ``reason``), in the order they are checked.
-RECALL_REASONS = ("PAID", "DISPUTE", "BANKRUPTCY", "DECEASED", "BREATHING_SPACE", "REQUESTED")
+# Why a placed account comes back (recall file ``reason``), in the order they are checked: a
+# legal state first (it decides what the agency must stop), then paid, then a person's request.
+RECALL_REASONS = ("DISPUTE", "BANKRUPTCY", "DECEASED", "BREATHING_SPACE", "PAID", "REQUESTED")
+# Always on, whatever ``cutoff.exclude`` says:
 PLACED = "placed"  # with an agency already: never a second one at the same time (invariant 5)
-NO_AGENCY = "no_agency"  # no configured agency takes this segment or country
+NO_IDENTITY = (
+    "no_identity"  # not in the day's debtor master: an agency cannot work a name-less file
+)
+MULTI_CURRENCY = "multi_currency"  # debts in several currencies: one account would leave some out
+NO_AGENCY = "no_agency"  # no configured agency takes this segment, country or region
 
 
 def _flag(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -72,6 +78,9 @@ def select(
     today = active[placed_on == pd.Timestamp(as_of)].set_index("debtor_id")["agency"]
     blocking = [(name, reasons[name]) for name in cut.exclude]
     blocking.append((PLACED, isin(frame["debtor_id"], earlier["debtor_id"])))
+    blocking.append((NO_IDENTITY, frame["kind"].isna()))
+    others = frame.get("other_currency_items", pd.Series(0, index=frame.index))
+    blocking.append((MULTI_CURRENCY, others.fillna(0) > 0))
     frame["exclusions"] = _join(frame.index, blocking)
     # a re-run of the date keeps what its first run placed, with the same agency
     frame["agency"] = frame["debtor_id"].map(today).fillna(allocate(frame, cfg.placement.agencies))
@@ -142,23 +151,28 @@ def recalls(
 ) -> pd.DataFrame:
     """Active placements (placed before today) that must come back, with the first reason.
 
-    Paid in full internally (nothing overdue left in the day's view), a pending dispute,
-    bankruptcy, death without a representative, a breathing-space moratorium (contact through
-    agents must stop too), or a person's request (``placement_recall`` event after placing).
+    A pending dispute (of the debtor, or of every invoice left: nothing undisputed is overdue
+    but something is disputed), bankruptcy, death without a representative, a breathing-space
+    moratorium (contact through agents must stop too), paid in full internally (nothing overdue
+    left in the day's view), or a person's request (``placement_recall`` event on or after the
+    placing day).
     """
     earlier = active[pd.to_datetime(active["placed_on"]) < pd.Timestamp(as_of)]
-    owed = earlier["debtor_id"].map(view.set_index("debtor_id")["overdue_minor"]).fillna(0)
+    by_debtor = view.set_index("debtor_id")
+    owed = earlier["debtor_id"].map(by_debtor["overdue_minor"]).fillna(0)
+    disputed = earlier["debtor_id"].map(by_debtor["disputed_minor"]).fillna(0) > 0
     st = state.reindex(earlier["debtor_id"].to_numpy())
     st.index = earlier.index
     asked = requests.groupby("debtor_id")["effective_date"].max()
     asked_on = pd.to_datetime(earlier["debtor_id"].map(asked))
+    pending = st["dispute"].eq("pending") if "dispute" in st else _flag(st, "dispute")
     checks = [
-        owed <= 0,
-        st["dispute"].eq("pending") if "dispute" in st else _flag(st, "dispute"),
+        pending | ((owed <= 0) & disputed),
         _flag(st, "bankruptcy"),
         deceased_unrepresented(st),
         _flag(st, "breathing_space"),
-        (asked_on > pd.to_datetime(earlier["placed_on"])).fillna(False),
+        owed <= 0,
+        (asked_on >= pd.to_datetime(earlier["placed_on"])).fillna(False),
     ]
     reason = np.select([c.to_numpy(dtype=bool) for c in checks], RECALL_REASONS, "")
     out = earlier.assign(reason=reason)
