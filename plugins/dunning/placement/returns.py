@@ -326,33 +326,28 @@ def _debtors(conn: sa.Connection, refs: pd.Series) -> pd.Series:
 
 
 def _refresh_collected(conn: sa.Connection, refs: list[str], as_of: date) -> None:
-    """Collected and commission per account from its payments; paid off closes it."""
+    """Collected and commission per account from all its payments (one UPDATE in SQL); an
+    account paid off closes."""
     if not refs:
         return
     p, t = AgencyPayment.__table__.c, PlacedAccount.__table__
-    sums = pd.read_sql(
-        sa.select(
-            p.account_ref,
-            sa.func.sum(p.amount_minor).label("collected"),
-            sa.func.sum(p.commission_minor).label("commission"),
+
+    def total(column: sa.Column) -> sa.ScalarSelect:
+        return (
+            sa.select(sa.func.coalesce(sa.func.sum(column), 0))
+            .where(p.account_ref == t.c.account_ref)
+            .scalar_subquery()
         )
-        .where(p.account_ref.in_(refs))
-        .group_by(p.account_ref),
-        conn,
-    )
-    for row in sums.itertuples(index=False):  # one UPDATE per account paid today, not per row
-        conn.execute(
-            t.update()
-            .where(t.c.account_ref == row.account_ref)
-            .values(collected_minor=int(row.collected), commission_minor=int(row.commission))
-        )
+
+    chosen = t.c.account_ref.in_(refs)
     conn.execute(
         t.update()
-        .where(
-            t.c.account_ref.in_(refs),
-            t.c.status == "active",
-            t.c.collected_minor >= t.c.balance_minor,
-        )
+        .where(chosen)
+        .values(collected_minor=total(p.amount_minor), commission_minor=total(p.commission_minor))
+    )
+    conn.execute(
+        t.update()
+        .where(chosen, t.c.status == "active", t.c.collected_minor >= t.c.balance_minor)
         .values(status="closed", ended_on=as_of, end_reason="PAID_AGENCY")
     )
 
