@@ -58,7 +58,8 @@ def curve(invoices: pd.DataFrame, segments: pd.Series, cfg: Config, as_of: date)
     amount = invoices["amount_minor"].to_numpy(dtype=np.float64)
     late = (paid - due).astype("timedelta64[D]").astype(np.float64)
     late[np.isnat(paid)] = np.inf  # never paid: later than any window
-    seg = invoices["debtor_id"].map(segments).fillna("").to_numpy(dtype=object)
+    # segments as integer codes: the masks below compare millions of rows per grid step
+    seg, names = pd.factorize(invoices["debtor_id"].map(segments), sort=True)
     last_due = np.datetime64(as_of - timedelta(days=horizon), "D")
     cost = np.mean(list(econ.cost_per_contact_minor.values())) * econ.contacts_per_month
     cost *= horizon / 30
@@ -67,8 +68,9 @@ def curve(invoices: pd.DataFrame, segments: pd.Series, cfg: Config, as_of: date)
         observed = due + np.timedelta64(d, "D") <= last_due
         unpaid = observed & (late > d)
         recovered = unpaid & (late <= d + horizon)
-        for name in [ALL, *sorted(set(seg[unpaid]) - {""})]:
-            mine = unpaid if name == ALL else unpaid & (seg == name)
+        present = np.unique(seg[unpaid])
+        for code, name in [(-2, ALL), *((c, names[c]) for c in present if c >= 0)]:
+            mine = unpaid if code == -2 else unpaid & (seg == code)
             balance = amount[mine].sum()
             rows.append(
                 {
