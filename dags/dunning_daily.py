@@ -52,6 +52,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
+from dunning.airflow import alerts
 from dunning.airflow import tasks as t
 from dunning.airflow.risk_tasks import load_history
 
@@ -94,6 +95,8 @@ from dunning.airflow.risk_tasks import load_history
     },
     tags=["dunning", "collections", "daily"],
     doc_md=__doc__,
+    on_failure_callback=alerts.on_failure(),
+    deadline=alerts.deadline("dunning_daily"),
 )
 def dunning_daily() -> None:
     run = t.resolve_run()

@@ -17,7 +17,7 @@ import yaml
 
 from dunning import ledger, reports, sms_sink
 from dunning.compliance import REASONS
-from dunning.reports import SUMMARY_FIELDS
+from dunning.reports import SUMMARY_FIELDS, daily, html
 from dunning.smtp_sink import ENVELOPE_TO
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow]
@@ -41,6 +41,8 @@ def get_json(client, bucket, key):
 
 
 def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_bucket, tmp_path):
+    from tests.browser import check_page, chromium_path
+
     generated = daily_env(TODAY)
     state, tasks = run({"as_of": TODAY.isoformat()})
     assert state == "success", tasks
@@ -98,6 +100,26 @@ def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_buck
     with ledger.ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as engine, engine.connect() as c:
         loaded = c.execute(sa.select(sa.func.count()).select_from(ledger.InvoiceSnapshot)).scalar()
     assert loaded == summary["invoices_ingested"]
+
+    # the day's KPI tables for BI and the HTML report, found from the run too (the UI's tab)
+    kpi_key = f"reports/as_of={TODAY.isoformat()}/kpis/"
+    tables = set(_objects(s3_client, s3_bucket, kpi_key))
+    for name in ("kpis", "aging", "roll_rates", "recovery", "uplift", "liquidation"):
+        assert {f"{kpi_key}{name}.parquet", f"{kpi_key}{name}.csv"} <= tables
+    kpis = pd.read_parquet(io.BytesIO(get_bytes(s3_client, s3_bucket, f"{kpi_key}kpis.parquet")))
+    usd = kpis[kpis["currency"] == "USD"].set_index("kpi")["value"]
+    assert usd["ending_ar"] > usd["overdue_ar"] > 0 and usd["dso"] > usd["best_possible_dso"] > 0
+    index = get_json(s3_client, s3_bucket, daily.run_index_key(summary["run_id"]))
+    assert index == {"as_of": TODAY.isoformat(), "report": daily.report_key(TODAY)}
+    page = tmp_path / "report.html"
+    page.write_bytes(get_bytes(s3_client, s3_bucket, daily.report_key(TODAY)))
+    for plot in html.PLOTS:
+        assert f'id="plot-{plot}"' in page.read_text()
+    if chromium_path():
+        shot = REPO_SCREENSHOTS / "e2e-report-first-day.png"
+        facts = check_page(page.as_uri(), shot, width=1200)
+        assert facts["requests"] == []  # self-contained: opens from a mailbox or offline
+        assert "Dunning report" in facts["title"] and "DSO" in facts["text"]
 
 
 def with_firm_letters(config: Path) -> None:
@@ -252,8 +274,11 @@ def test_past_date_is_a_backfill_that_previews_and_sends_nothing(
     assert state == "failed" and tasks["resolve_run"] == "failed"
 
 
-def test_wrong_source_stops_the_run_before_the_ledger(daily_env, s3_client, s3_bucket, tmp_path):
+def test_wrong_source_stops_the_run_before_the_ledger(
+    daily_env, s3_client, s3_bucket, tmp_path, smtp_server
+):
     daily_env(TODAY)
+    mail_before = set(Path(smtp_server.extra["maildir"]).glob("*.eml"))
     erp = tmp_path / "portfolio" / "ar_aging_detail.csv"
     text = erp.read_bytes()
     total_at = text.rindex(b"Grand Total")
@@ -270,6 +295,15 @@ def test_wrong_source_stops_the_run_before_the_ledger(daily_env, s3_client, s3_b
     assert [f["gate"] for f in summary["gate_failures"]] == ["CONTROL_TOTAL"]
     assert summary["invoices_ingested"] == 0
     assert summary["contacts_planned"] is None
+    # the collections team is told, once, with the run to look at and no debtor data
+    alerts = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in _new_files(Path(smtp_server.extra["maildir"]), mail_before)
+    ]
+    assert [m["Subject"] for m in alerts] == [
+        f"Dunning: dunning_daily run {summary['run_id']} failed"
+    ]
+    assert alerts[0]["To"] == "collections-ops@example.com"
 
 
 def test_run_without_logical_date_takes_the_day_it_was_due(daily_env, s3_client, s3_bucket):

@@ -579,6 +579,32 @@ class Placement(_Strict):
         return self
 
 
+class Reports(_Strict):
+    """Windows of the daily KPI report: what finance reads each morning."""
+
+    # DSO, CEI, collections and promise-kept over this many days up to the run's date; the
+    # beginning AR of CEI and the earlier side of roll and cure rates are the snapshot then.
+    period_days: int = Field(30, ge=1, le=366)
+    countback_periods: int = Field(6, ge=1, le=24)  # sales periods countback DSO may use
+    # Recovery of the debtors segmented this many days ago (their overdue balance then, the
+    # money allocated to them since); fewer when the ledger does not go back that far.
+    recovery_days: int = Field(14, ge=1, le=366)
+    trend_days: int = Field(30, ge=1, le=366)  # snapshots in the aging trend
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # of the uplift interval
+
+
+class Alerts(_Strict):
+    """Who hears about a daily run that failed or is late.  No recipients: no alerts (the
+    Airflow UI still shows the run's state)."""
+
+    email_to: list[str] = []
+    email_from: str = "Dunning <dunning@example.com>"
+    smtp_conn_id: str = "smtp_default"
+    # The daily run should be done this long after it was queued (06:00 + 180 min = 09:00 with
+    # the default schedule); past it the triggerer e-mails, whether the run is stuck or slow.
+    finish_within_minutes: int | None = Field(180, ge=1)
+
+
 class Config(_Strict):
     portfolio: Portfolio
     schedule: Schedule = Schedule()
@@ -596,6 +622,8 @@ class Config(_Strict):
     feedback: Feedback = Feedback()
     payments: Payments = Payments()
     placement: Placement = Placement()
+    reports: Reports = Reports()
+    alerts: Alerts = Alerts()
     # Message templates (see dunning.templates); default: the repository's include/templates.
     templates: Path | None = None
     source_file: Path | None = Field(None, exclude=True)

@@ -1945,6 +1945,8 @@ def _config(sql_url: str) -> dict:
     return {
         "portfolio": {"name": COMPANY_NAME, "collector": "creditor", "home_currency": "USD"},
         "schedule": {"cron": "0 6 * * *", "timezone": "America/New_York"},
+        # The collections team hears of a failed or late run (the local SMTP server keeps it).
+        "alerts": {"email_to": ["collections-ops@example.com"], "finish_within_minutes": 180},
         # Some debtors live in California: the licence number goes on every written message.
         "compliance": {"collects_in_california": True, "california_licence": "10099-99"},
         "sources": [

@@ -45,7 +45,7 @@ BUCKET_COLUMNS: Final = (
 _NO_ITEM: Final = np.iinfo(np.int64).min  # "no chaseable invoice" before the max is taken
 
 
-def _bucket_labels(days: np.ndarray, aging: Aging) -> pd.Series:
+def bucket_labels(days: np.ndarray, aging: Aging) -> pd.Series:
     """Bounds are inclusive upper ends: 0 -> current, 1..30 -> 1-30, 31..60 -> 31-60, 121 -> 120+.
 
     ``searchsorted(side="left")`` gives exactly that: a value equal to a bound lands in the
@@ -67,7 +67,7 @@ def age_invoices(invoices: pd.DataFrame, as_of: date, aging: Aging) -> pd.DataFr
     due_days = pd.to_datetime(due).to_numpy().astype("datetime64[D]")
     days = (np.datetime64(as_of, "D") - due_days).astype(np.int64)
     # assign, not copy(): under copy-on-write the input's columns are shared, not duplicated.
-    return invoices.assign(days_past_due=days, bucket=_bucket_labels(days, aging).to_numpy())
+    return invoices.assign(days_past_due=days, bucket=bucket_labels(days, aging).to_numpy())
 
 
 def debtor_view(
@@ -177,7 +177,7 @@ def debtor_view(
                 np.where(has_chase, oldest, np.datetime64("NaT")), dtype="datetime64[s]"
             ),
             "days_to_oldest_due": days.copy(),
-            "bucket": _bucket_labels(days, aging),
+            "bucket": bucket_labels(days, aging),
             "other_currency_items": np.bincount(debtor_code[~in_main], minlength=n_debtors).astype(
                 np.int64
             ),

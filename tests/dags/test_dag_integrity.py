@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,50 @@ def test_schedule_follows_config_time_zone(tmp_path, monkeypatch):
 
     timetable = daily_schedule()
     assert (timetable.expression, str(timetable.timezone)) == ("30 5 * * 1-5", "Europe/Paris")
+
+
+def test_alerts_follow_config(tmp_path, monkeypatch):
+    """Recipients in config: one failure mail per run and a deadline after the configured time;
+    without recipients, neither (the UI still shows the run's state)."""
+    from tests.factories import invoice, write_portfolio
+
+    cfg = write_portfolio(tmp_path, [invoice("INV-1")])
+    base = cfg.read_text()
+    monkeypatch.setenv("DUNNING_CONFIG", str(cfg))
+    from dunning.airflow import alerts
+
+    assert alerts.on_failure() == [] and alerts.deadline("dunning_daily") is None
+    cfg.write_text(base + "alerts: {email_to: [ops@example.com], finish_within_minutes: 45}\n")
+    assert len(alerts.on_failure()) == 1
+    late = alerts.deadline("dunning_daily")
+    assert late.interval.total_seconds() == 45 * 60
+    assert type(late.reference).__name__ == "DagRunQueuedAtDeadline"
+    assert late.callback.kwargs["to"] == ["ops@example.com"]
+    assert "45 minutes" in late.callback.kwargs["subject"]
+    assert late.callback.path.endswith("SmtpNotifier")  # the triggerer imports it by path
+
+
+def test_report_tab_serves_the_runs_report(tmp_path, monkeypatch):
+    """The plugin adds a Report tab to DAG runs and its app serves the report from the lake."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("DUNNING_LAKE", (tmp_path / "lake").as_uri())
+    from dunning import lake
+    from dunning.reports import daily
+    from dunning_ui import DunningReports
+
+    (view,) = DunningReports.external_views
+    assert view["destination"] == "dag_run" and "{RUN_ID}" in view["href"]
+    (mounted,) = DunningReports.fastapi_apps
+    root = lake.root((tmp_path / "lake").as_uri())
+    run_id = "scheduled__2026-03-31T10:00:00+00:00"
+    key = daily.report_key(date(2026, 3, 31))
+    lake.write_bytes(root / key, b"<html><title>Dunning report 2026-03-31</title></html>")
+    lake.write_json(root / daily.run_index_key(run_id), {"as_of": "2026-03-31", "report": key})
+    client = TestClient(mounted["app"])
+    found = client.get(f"/runs/{run_id}")
+    assert found.status_code == 200 and "Dunning report 2026-03-31" in found.text
+    assert client.get("/reports/2026-03-31").text == found.text
+    missing = client.get("/runs/manual__other")
+    assert missing.status_code == 404 and "summarize" in missing.text
+    assert client.get("/reports/not-a-date").status_code == 400

@@ -627,8 +627,9 @@ def summarize(
     cutoff: dict | None = None,
 ) -> dict:
     """Runs whatever happened upstream: a run stopped by a gate still gets its summary (with
-    the reasons), then this task fails so the run shows as failed."""
+    the reasons) and its KPI report, then this task fails so the run shows as failed."""
     from dunning import lake, ledger, reports, waves
+    from dunning.reports import daily
 
     root = lake_root()
     with ledger.ledger(_ledger_url()) as engine:
@@ -650,7 +651,12 @@ def summarize(
         placed=placed,
         cutoff=cutoff,
     )
-    log.info("%s", reports.format_summary(lake.read_json(root / result["key"])))
+    summary = lake.read_json(root / result["key"])
+    log.info("%s", reports.format_summary(summary))
+    with ledger.ledger(_ledger_url()) as engine:
+        published = daily.report_to_lake(engine, root, dconfig.load_config(), summary)
+    log.info("Report: %s (tables in %s)", root / published["report"], published["tables"])
+    result["report"] = published["report"]
     if result["status"] != "complete":
         raise RuntimeError(f"run {result['status']}; summary at {result['key']}")
     return result

@@ -117,3 +117,30 @@ def liquidation_by_vintage(placements: pd.DataFrame, payments: pd.DataFrame) -> 
     )
     out["liquidation_rate"] = out["collected_minor"] / out["placed_minor"].replace(0, np.nan)
     return out
+
+
+def uplift(treated: pd.Series, control: pd.Series, confidence: float = 0.95) -> dict[str, float]:
+    """Mean per-debtor recovery of an arm minus that of the holdout, with a Welch (unequal
+    variances) normal-approximation interval.  Debtors are the randomised unit, so their rates
+    are the observations; the interval is NaN with fewer than two debtors on either side."""
+    from statistics import NormalDist
+
+    n_t, n_c = len(treated), len(control)
+    mean_t = float(treated.mean()) if n_t else float("nan")
+    mean_c = float(control.mean()) if n_c else float("nan")
+    diff = mean_t - mean_c
+    if n_t < 2 or n_c < 2:
+        low = high = float("nan")
+    else:
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        se = float(np.sqrt(treated.var(ddof=1) / n_t + control.var(ddof=1) / n_c))
+        low, high = diff - z * se, diff + z * se
+    return {
+        "debtors": n_t,
+        "holdout_debtors": n_c,
+        "rate": mean_t,
+        "holdout_rate": mean_c,
+        "uplift": diff,
+        "ci_low": low,
+        "ci_high": high,
+    }
