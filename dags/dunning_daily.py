@@ -69,13 +69,7 @@ from dunning.airflow.risk_tasks import load_history
             "Empty: the scheduled date. A past date recomputes that day and "
             "contacts nobody (backfill)."
         ),
-        "sources": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            title="Sources",
-            description_md="Names of the configured sources to run; empty runs them all.",
-        ),
+        "sources": t.sources_param(),
         "accept_gates": Param(
             [],
             type="array",
@@ -83,6 +77,7 @@ from dunning.airflow.risk_tasks import load_history
             title="Accept these gates for this run",
             description_md="A known jump (month-end, a migration) would stop every run from "
             "now on: accept it here for this run only. Recorded in the summary.",
+            section="What to run",
         ),
         "dry_run": Param(
             False,
@@ -90,6 +85,7 @@ from dunning.airflow.risk_tasks import load_history
             title="Dry run",
             description_md="Compute and report everything, render every message as a preview "
             "in the lake (`previews/as_of=…/`), send nothing.",
+            section="What to run",
         ),
         **t.force_params(),
     },

@@ -95,6 +95,19 @@ def test_daily_dag_params_for_finance(dagbag):
     assert "null" in as_of.schema["type"]
     for name in ("as_of", "sources", "dry_run", "force_send", "force_reason"):
         assert params.get_param(name).schema.get("description_md"), name
+        assert params.get_param(name).schema.get("section"), name  # grouped in the form
+    assert "enum" not in params.get_param("sources").schema["items"]  # no config yet: free
+
+
+def test_sources_are_a_pick_list_of_the_configured_ones(tmp_path, monkeypatch):
+    from tests.factories import invoice, write_portfolio
+
+    monkeypatch.setenv("DUNNING_CONFIG", str(write_portfolio(tmp_path, [invoice("INV-1")])))
+    from dunning import config as dconfig
+    from dunning.airflow.tasks import sources_param
+
+    names = [s.name for s in dconfig.load_config().sources]
+    assert sources_param().schema["items"]["enum"] == names
 
 
 def test_bad_params_are_refused(dagbag):
@@ -163,3 +176,31 @@ def test_report_tab_serves_the_runs_report(tmp_path, monkeypatch):
     missing = client.get("/runs/manual__other")
     assert missing.status_code == 404 and "summarize" in missing.text
     assert client.get("/reports/not-a-date").status_code == 400
+
+
+def test_readme_trigger_links_fill_valid_params(dagbag):
+    """The README's pre-filled links for finance still match the form: known params, valid
+    values, a reason wherever sending is forced, and backfill links with both dates."""
+    import json
+    import re
+    from urllib.parse import parse_qs, urlparse
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\((http://127\.0\.0\.1:8080/dags/[^)]+)\)", text)
+    singles = [u for u in links if "/trigger/single" in u]
+    backfills = [u for u in links if "/trigger/backfill" in u]
+    assert len(singles) >= 4 and backfills
+    for url in singles:
+        parsed = urlparse(url)
+        dag_id = parsed.path.split("/")[2]
+        conf = json.loads(parse_qs(parsed.query)["conf"][0])
+        params = copy.deepcopy(dagbag.dags[dag_id].params)
+        assert set(conf) <= set(params.keys()), url
+        for key, value in conf.items():
+            params[key] = value
+        params.validate()
+        assert not conf.get("force_send") or conf.get("force_reason"), url
+    for url in backfills:
+        query = parse_qs(urlparse(url).query)
+        assert date.fromisoformat(query["from_date"][0]) < date.fromisoformat(query["to_date"][0])
+        assert query["reprocess_behavior"][0] in ("none", "failed", "completed")

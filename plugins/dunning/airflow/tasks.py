@@ -58,6 +58,23 @@ def as_of_param(description_md: str) -> Param:
         format="date",
         title="Business date (as of)",
         description_md=description_md,
+        section="What to run",
+    )
+
+
+def sources_param() -> Param:
+    """Which sources to run: a pick list of the configured ones (the form validates the
+    names); the run checks again, since the config may change after the DAG was parsed."""
+    path = dconfig.config_path()
+    names = [src.name for src in dconfig.load_config(path).sources] if path.exists() else []
+    return Param(
+        [],
+        type="array",
+        items={"type": "string", **({"enum": names} if names else {})},
+        title="Sources",
+        description_md="Names of the configured sources to run (a late file, a re-delivered "
+        "export); empty runs them all.",
+        section="What to run",
     )
 
 
@@ -70,12 +87,15 @@ def force_params() -> dict[str, Param]:
             title="Send although the date is past",
             description_md="A backfill (or a run started after its day) sends nothing. Tick "
             "this only to deliver a past day's wave on purpose; it needs a reason.",
+            section="Sending for a past date",
         ),
         "force_reason": Param(
             "",
             type="string",
             title="Why send for a past date",
-            description_md="Recorded on every message this run sends and in the summary.",
+            description_md="Required when *Send although the date is past* is ticked: "
+            "recorded on every message this run sends and in the summary.",
+            section="Sending for a past date",
         ),
     }
 
