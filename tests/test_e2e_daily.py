@@ -6,7 +6,7 @@ import email
 import email.policy
 import io
 import json
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,12 +17,13 @@ import yaml
 
 from dunning import ledger, reports, sms_sink
 from dunning.compliance import REASONS
+from dunning.generate import business_today
 from dunning.reports import SUMMARY_FIELDS, daily, html
 from dunning.smtp_sink import ENVELOPE_TO
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow]
 
-TODAY = date.today()
+TODAY = business_today()  # the portfolio runs on New York dates
 REPO_SCREENSHOTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
 
 

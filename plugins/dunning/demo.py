@@ -24,26 +24,36 @@ import yaml
 
 from dunning import reports, services
 from dunning.config import REPO_ROOT
+from dunning.generate import business_today
 
 VAR = REPO_ROOT / "var"
 LAKE_BUCKET = "dunning-lake"
 
 
-def airflow_env(home: Path) -> dict[str, str]:
-    """Airflow on loopback with the repo's DAGs and plugins, no examples, few workers."""
+def airflow_env(
+    home: Path, *, sql_alchemy_conn: str | None = None, port: int | None = None
+) -> dict[str, str]:
+    """Airflow on loopback with the repo's DAGs and plugins, no examples, few workers.
+
+    The demo's metadata DB is a SQLite file in ``home`` on port ``DUNNING_UI_PORT`` (8080);
+    ``dunning.cluster`` passes a PostgreSQL URL and a free port, so both deployments share one
+    definition of "Airflow with this repo".  The execution API URL follows the port: tasks call
+    it, and a mismatch fails every task with ``Connection refused``.
+    """
     bindir = str(Path(sys.executable).parent)
+    api_port = str(port) if port is not None else os.environ.get("DUNNING_UI_PORT", "8080")
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": os.environ.get("DUNNING_UI_PORT", "8080"),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
-            f"http://127.0.0.1:{os.environ.get('DUNNING_UI_PORT', '8080')}/execution/"
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+            sql_alchemy_conn or f"sqlite:///{home / 'airflow.db'}"
         ),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": api_port,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
     }
@@ -120,7 +130,7 @@ def demo_clock(as_of: date) -> str:
 
 
 def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
-    as_of = as_of or date.today()
+    as_of = as_of or business_today()
     with services.running(VAR / "services", "s3,smtp,sms") as svc:
         print(f"S3 (SeaweedFS) at {svc['s3'].url}, SMTP at 127.0.0.1:{svc['smtp'].port}")
         env = prepare(debtors, as_of, seed, svc)
@@ -189,7 +199,7 @@ UI_COMPONENTS = (
 
 def ui(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
     """The Airflow UI on 127.0.0.1 with the demo portfolio, S3 and SMTP; Ctrl-C stops it all."""
-    as_of = as_of or date.today()
+    as_of = as_of or business_today()
     with services.running(VAR / "services", "s3,smtp,sms") as svc:
         env = prepare(debtors, as_of, seed, svc)
         port = env["AIRFLOW__API__PORT"]

@@ -81,6 +81,15 @@ _NY, _CHI, _DEN, _LA, _PHX = (
     "America/Phoenix",
 )
 
+# The generated portfolio's business clock: its runs are dated in New York, so "today" for a
+# demo or a test is New York's date (from 19:00 or 20:00 New York, UTC is a day ahead).
+SCHEDULE_ZONE = "America/New_York"
+
+
+def business_today() -> date:
+    """Today's business date for the generated portfolio's schedule."""
+    return datetime.now(ZoneInfo(SCHEDULE_ZONE)).date()
+
 
 @dataclass(frozen=True)
 class _Country:
@@ -1944,7 +1953,7 @@ def _config(sql_url: str) -> dict:
     )  # fmt: skip
     return {
         "portfolio": {"name": COMPANY_NAME, "collector": "creditor", "home_currency": "USD"},
-        "schedule": {"cron": "0 6 * * *", "timezone": "America/New_York"},
+        "schedule": {"cron": "0 6 * * *", "timezone": SCHEDULE_ZONE},
         # The collections team hears of a failed or late run (the local SMTP server keeps it).
         "alerts": {"email_to": ["collections-ops@example.com"], "finish_within_minutes": 180},
         # Some debtors live in California: the licence number goes on every written message.
