@@ -27,8 +27,10 @@ One run is one **business date** (`as_of`). Today it:
    the ledger's `contact_decisions`, with the rule-set version and snapshot ids);
 9. **collect_feedback** first brings in bounces, unsubscribes and STOP replies, so the gate
    already respects them;
-10. **prepare_wave** renders one message per debtor and channel (en/fr/ar, money and dates per
-   locale, disputed invoices left out) and publishes each debtor's payment page;
+10. **render_shard** (one mapped task per debtor shard, `channels.render_shards`, so several
+   workers share a large wave) renders one message per debtor and channel (en/fr/ar, money and
+   dates per locale, disputed invoices left out) and publishes each debtor's payment page;
+   **prepare_wave** merges the shards into the day's wave;
 11. **send_email / send_sms / send_letters / queue_calls** ask the gate again at the real clock
    and send exactly once (ledger `messages`: claimed before the provider call, confirmed after;
    a crash leaves `unknown` for review, never a resend). Letters are one PDF for the print
@@ -109,7 +111,10 @@ def dunning_daily() -> None:
     feedback = t.collect_feedback(run=run, loaded=loaded)
     decided = t.comply(run=run, planned=planned)
     feedback >> decided
-    wave = t.prepare_wave(run=run, planned=planned, decided=decided)
+    rendered = t.render_shard.partial(run=run, planned=planned, decided=decided).expand(
+        shard=t.wave_shards()
+    )
+    wave = t.prepare_wave(run=run, rendered=rendered)
     sent = [
         t.send_email(run=run, wave=wave),
         t.send_sms(run=run, wave=wave),

@@ -364,6 +364,9 @@ class Channels(_Strict):
     sms: SmsChannel = SmsChannel()
     letter: FileChannel = FileChannel()
     call: FileChannel = FileChannel()
+    # Debtor shards the day's wave is rendered in: one mapped task each, so with several
+    # workers (CeleryExecutor) the templates, letters and payment pages render side by side.
+    render_shards: int = Field(1, ge=1, le=64)
 
 
 class Portal(_Strict):

@@ -1956,6 +1956,8 @@ def _config(sql_url: str) -> dict:
         "schedule": {"cron": "0 6 * * *", "timezone": SCHEDULE_ZONE},
         # The collections team hears of a failed or late run (the local SMTP server keeps it).
         "alerts": {"email_to": ["collections-ops@example.com"], "finish_within_minutes": 180},
+        # Two debtor shards render the wave, so a second worker has something to do.
+        "channels": {"render_shards": 2},
         # Some debtors live in California: the licence number goes on every written message.
         "compliance": {"collects_in_california": True, "california_licence": "10099-99"},
         "sources": [

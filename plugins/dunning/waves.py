@@ -40,6 +40,7 @@ from dunning import compliance, lake
 from dunning.channels import Outcome, ProviderError
 from dunning.config import Config
 from dunning.ledger import Debtor, InvoiceSnapshot, Message, insert_ignore
+from dunning.planning import unit_hash
 from dunning.quality import isin
 from dunning.schema import LOCALES
 from dunning.templates import (
@@ -378,10 +379,18 @@ def prepare_wave(
     decisions_key: str,
     mode: Mode,
     portal_root: Any | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict:
     """Render the day's sendable contacts not yet sent into ``waves/as_of=D/wave.parquet``;
-    publish the payment pages (sending) or write every message and page as previews (not)."""
+    publish the payment pages (sending) or write every message and page as previews (not).
+
+    ``shard=(k, n)`` renders only the debtors whose stable hash falls in shard ``k`` of ``n``
+    into ``waves/as_of=D/shard=k/wave.parquet``, so workers can render a large wave side by
+    side; ``merge_shards`` then makes the day's wave file the senders read."""
     decisions = lake.read_parquet(root / decisions_key)
+    index, count = shard
+    if count > 1:
+        decisions = decisions[shard_of(decisions["debtor_id"], count) == index]
     plan = lake.read_parquet(root / plan_key)[["contact_key", "template", "currency"]]
     debtors, invoices, done = _ledger_rows(engine, as_of, cfg.payments.ar_cash_lag_days)
     due = decisions.loc[
@@ -395,7 +404,9 @@ def prepare_wave(
         return _page_link(cfg, portal, key, token) if mode.send else f"{previews}/{key}"
 
     wave, pages = build_wave(cfg, as_of, due, debtors, invoices, link=link)
-    key = lake.partition("waves", as_of) + "/wave.parquet"
+    key = (
+        lake.partition("waves", as_of) + (f"/shard={index}" if count > 1 else "") + "/wave.parquet"
+    )
     lake.write_parquet(root / key, wave)
     html = "text/html; charset=utf-8"
     if mode.send:
@@ -419,6 +430,34 @@ def prepare_wave(
         "pages": len(pages),
         "previews": None if mode.send else previews,
         "objects_written": published,
+    }
+
+
+def shard_of(debtors: pd.Series, count: int) -> pd.Series:
+    """The shard of each debtor: stable across runs and machines, so a retried shard renders
+    the same debtors, and a debtor's messages all land in one shard."""
+    return (unit_hash(debtors, "wave-shard") * count).astype("int64")
+
+
+def merge_shards(root: Any, as_of: date, results: list[dict]) -> dict:
+    """The day's wave from its rendered shards: one file for the senders, counts summed."""
+    frames = [lake.read_parquet(root / r["wave"]) for r in results]
+    wave = pd.concat(frames, ignore_index=True).sort_values("contact_key", ignore_index=True)
+    key = lake.partition("waves", as_of) + "/wave.parquet"
+    lake.write_parquet(root / key, wave)
+    first = results[0]
+    by_channel: dict[str, int] = {}
+    for r in results:
+        for channel, n in r["by_channel"].items():
+            by_channel[channel] = by_channel.get(channel, 0) + n
+    return {
+        **{k: first[k] for k in ("mode", "sending", "forced_reason", "previews")},
+        "wave": key,
+        "contacts": len(wave),
+        "by_channel": by_channel,
+        "pages": sum(r["pages"] for r in results),
+        "objects_written": sum(r["objects_written"] for r in results),
+        "shards": [r["wave"] for r in results],
     }
 
 

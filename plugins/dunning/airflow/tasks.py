@@ -484,9 +484,17 @@ def _object_root(url: str | None, default: ObjectStoragePath) -> ObjectStoragePa
 
 
 @task(retry_policy=DATA_ERRORS)
-def prepare_wave(run: dict, planned: dict, decided: dict) -> dict:
-    """Render the day's messages and publish the payment pages -- or, for a dry run, a backfill
-    or a late run, write them all as previews and send nothing."""
+def wave_shards() -> list[int]:
+    """The shards today's wave renders in (``channels.render_shards``): one mapped task each."""
+    return list(range(dconfig.load_config().channels.render_shards))
+
+
+@task(map_index_template="shard {{ shard }}", retry_policy=DATA_ERRORS)
+def render_shard(run: dict, planned: dict, decided: dict, shard: int) -> dict:
+    """Render one shard of the day's messages and publish its payment pages -- or, for a dry
+    run, a backfill or a late run, write them as previews and send nothing."""
+    import socket
+
     from dunning import ledger, waves
 
     cfg, mode = dconfig.load_config(), _mode(run)
@@ -501,13 +509,32 @@ def prepare_wave(run: dict, planned: dict, decided: dict) -> dict:
             decisions_key=decided["decisions"],
             mode=mode,
             portal_root=_object_root(cfg.portal.root, root / "portal"),
+            shard=(shard, cfg.channels.render_shards),
         )
+    result["worker"] = socket.gethostname()
     log.info(
-        "Wave %s: %s messages %s (%s)",
+        "Shard %s on %s: %s messages %s",
+        shard,
+        result["worker"],
+        result["contacts"],
+        result["by_channel"],
+    )
+    return result
+
+
+@task(retry_policy=DATA_ERRORS)
+def prepare_wave(run: dict, rendered: list[dict]) -> dict:
+    """The day's wave from its rendered shards: the one file the senders read."""
+    from dunning import waves
+
+    result = waves.merge_shards(lake_root(), _as_of(run), list(rendered))
+    log.info(
+        "Wave %s: %s messages %s in %s shard(s) (%s)",
         result["wave"],
         result["contacts"],
         result["by_channel"],
-        mode.why,
+        len(result["shards"]),
+        result["mode"],
     )
     return result
 
