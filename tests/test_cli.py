@@ -50,13 +50,15 @@ def test_bench_prints_a_table_and_writes_one_record_per_size_and_stage(tmp_path)
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     stages = {(r["size"], r["stage"]) for r in rows}
     for size in (300, 600):
-        expected = ("extract", "validate", "load_ledger", "age", "plan", "comply", "comply_engine")
+        expected = ("extract", "validate", "load_ledger", "age", "plan", "comply", "comply_engine",
+                    "report")  # fmt: skip
         assert {(size, s) for s in expected} <= stages
         # Reconciliation is timed as a whole and split: matching (the budget) and recording.
         assert {(size, s) for s in ("reconcile", "reconcile.match", "reconcile.record")} <= stages
         placed = next(r for r in rows if r["size"] == size and r["stage"] == "place")
         assert placed["accounts"] > 0  # every overdue account, encrypted and published
     assert "match N payments" in out.stdout and "place N/10 accounts" in out.stdout
+    assert "daily report" in out.stdout
     assert "accounts placed" in out.stdout
     timed = rows
     assert all(r["seconds"] > 0 and r["peak_mb"] > 50 for r in timed)

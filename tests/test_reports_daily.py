@@ -26,14 +26,15 @@ from dunning.reports import daily, html, kpis
 AS_OF, BEGIN = date(2026, 3, 31), date(2026, 3, 1)
 
 
-def config() -> Config:
+def config(trend_days: int = 30) -> Config:
     return Config.model_validate(
         {
             "portfolio": {"name": "Test"},
             "sources": [{"name": "erp", "path": "x.csv", "columns": {}}],
-            "reports": {"period_days": 30, "recovery_days": 14, "confidence": 0.95},
+            "reports": {"period_days": 30, "recovery_days": 14, "confidence": 0.95,
+                        "trend_days": trend_days},
         }
-    )
+    )  # fmt: skip
 
 
 def snap(day, inv, debtor, issued, due, amount, open_):
@@ -219,3 +220,19 @@ def test_a_first_day_report_says_what_it_waits_for(ledger_engine, tmp_path):
     page = (root / out["report"]).read_text()
     assert "status-other" in page and "stopped" in page
     assert all(n == 0 for k, n in out["rows"].items() if k != "kpis")
+
+
+def test_earlier_aging_bars_come_from_their_own_reports(book):
+    """A report reads one snapshot: earlier days' bars are those days' reports' own rows."""
+    engine, root = book
+    cfg = config(trend_days=31)  # 03-01 .. 03-31
+    fresh = daily.kpi_tables(engine, root, cfg, AS_OF)["aging"]
+    assert set(fresh["as_of"]) == {BEGIN, AS_OF}  # no earlier report: scanned
+    stored = fresh[fresh["as_of"] == BEGIN].assign(open_minor=12345)
+    lake.write_parquet(root / lake.partition("reports", BEGIN) / "kpis/aging.parquet", stored)
+    again = daily.kpi_tables(engine, root, cfg, AS_OF)["aging"]
+    assert (again.loc[again["as_of"] == BEGIN, "open_minor"] == 12345).all()
+    pd.testing.assert_frame_equal(
+        again[again["as_of"] == AS_OF].reset_index(drop=True),
+        fresh[fresh["as_of"] == AS_OF].reset_index(drop=True),
+    )

@@ -34,6 +34,7 @@ STAGES = (
     "send_email",
     "reconcile",
     "place",
+    "report",
 )
 TARGETS = {  # the issues' budgets at size 1M, per group of stages
     "extract+validate": (("extract", "validate"), 30),
@@ -42,6 +43,7 @@ TARGETS = {  # the issues' budgets at size 1M, per group of stages
     "render N/10 emails": (("render_emails",), 60),
     "match N payments": (("reconcile.match",), 60),
     "place N/10 accounts": (("place",), 60),
+    "daily report": (("report",), 60),
 }
 EMAILS_PER_INVOICE = 0.1  # render_emails: 1M open invoices -> "rendering 100k emails"
 SEND_MESSAGES = 2000  # send_email: a wave this long to the local SMTP server (target 200/s)
@@ -119,6 +121,11 @@ def _stage(name: str, workdir: str, size: int, debtors: int, queue: mp.Queue) ->
                     publish=True,
                 )
                 result = {k: found[k] for k in ("accounts_placed", "placement_files")}
+            elif name == "report":
+                from dunning.reports import daily
+
+                summary = {"as_of": AS_OF.isoformat(), "run_id": "bench", "status": "complete"}
+                result = daily.report_to_lake(engine, root, cfg, summary)
             else:
                 batch = compliance_batch(size, HISTORY_PER_CONTACT * size)
                 start = time.perf_counter()  # the engine alone, not building its input

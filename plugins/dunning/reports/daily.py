@@ -72,19 +72,34 @@ def snapshot_dates(engine: sa.Engine, as_of: date, cfg: Config) -> Dates:
 # --- AR position, sales, DSO and CEI -----------------------------------------------------------
 
 
-def ar_position(engine: sa.Engine, day: date, at_risk_after: int = 90) -> pd.DataFrame:
-    """Per currency on ``day``: total open AR, the current (not yet due) part, the overdue part,
-    its open-weighted days past due and the part more than ``at_risk_after`` days late.  Grouped by due date in SQL, so the rows read are the
-    distinct due dates, not the invoices."""
+def open_by_due(engine: sa.Engine, days: tuple[date, ...]) -> pd.DataFrame:
+    """Open balance and invoice count per snapshot day, currency and due date: grouped in SQL,
+    so the rows read are the distinct due dates, not the invoices.  The AR position and the
+    aging bars both come from it, so each day's snapshot is scanned once."""
     t = ledger.InvoiceSnapshot.__table__.c
     query = (
-        sa.select(t.currency, t.due_date, sa.func.sum(t.open_minor).label("open_minor"))
-        .where(t.as_of == day)
-        .group_by(t.currency, t.due_date)
+        sa.select(
+            t.as_of,
+            t.currency,
+            t.due_date,
+            sa.func.count().label("invoices"),
+            sa.func.sum(t.open_minor).label("open_minor"),
+        )
+        .where(t.as_of.in_(days))
+        .group_by(t.as_of, t.currency, t.due_date)
     )
     with engine.connect() as conn:
         rows = pd.read_sql(query, conn)
-    days = (pd.Timestamp(day) - pd.to_datetime(rows["due_date"])).dt.days
+    as_of = pd.to_datetime(rows["as_of"])
+    late = (as_of - pd.to_datetime(rows["due_date"])).dt.days
+    return rows.assign(as_of=as_of.dt.date, days_late=late.to_numpy())
+
+
+def ar_position(rows: pd.DataFrame, at_risk_after: int = 90) -> pd.DataFrame:
+    """Per currency, from one day's ``open_by_due`` rows: total open AR, the current (not yet
+    due) part, the overdue part, its open-weighted days past due and the part more than
+    ``at_risk_after`` days late."""
+    days = rows["days_late"]
     late = days > 0
     rows = rows.assign(
         current=rows["open_minor"].where(~late, 0),
@@ -106,23 +121,42 @@ def ar_position(engine: sa.Engine, day: date, at_risk_after: int = 90) -> pd.Dat
 
 def credit_sales(engine: sa.Engine, start: date, end: date) -> pd.DataFrame:
     """Invoices issued in ``(start, end]`` per currency and issue date: those still open on
-    ``end`` (the snapshot) and those already closed (the AR history), each invoice once."""
+    ``end`` (the snapshot) and those already closed (the AR history), each invoice once.
+
+    Summed in SQL as history + snapshot - both, the overlap found through the history's
+    primary key: a ``UNION`` would sort millions of history rows to drop a few duplicates."""
     s = ledger.InvoiceSnapshot.__table__.c
     h = ledger.InvoiceHistory.__table__.c
-    open_now = sa.select(s.invoice_id, s.currency, s.issue_date, s.amount_minor).where(
-        s.as_of == end, s.doc_type == "invoice", s.issue_date > start, s.issue_date <= end
-    )
-    closed = sa.select(h.invoice_id, h.currency, h.issue_date, h.amount_minor).where(
-        h.doc_type == "invoice", h.issue_date > start, h.issue_date <= end
-    )
-    issued = sa.union(open_now, closed).subquery()
-    query = sa.select(
-        issued.c.currency, issued.c.issue_date, sa.func.sum(issued.c.amount_minor).label("sales")
-    ).group_by(issued.c.currency, issued.c.issue_date)
+    window = (s.as_of == end, s.doc_type == "invoice", s.issue_date > start, s.issue_date <= end)
+
+    def summed(query: sa.Select, table: Any, sign: int) -> sa.Select:
+        return query.group_by(table.currency, table.issue_date).with_only_columns(
+            table.currency,
+            table.issue_date,
+            (sign * sa.func.sum(table.amount_minor)).label("sales"),
+        )
+
+    parts = [
+        summed(sa.select(s.currency).where(*window), s, 1),
+        summed(
+            sa.select(h.currency).where(
+                h.doc_type == "invoice", h.issue_date > start, h.issue_date <= end
+            ),
+            h,
+            1,
+        ),
+        summed(
+            sa.select(s.currency)
+            .join(ledger.InvoiceHistory.__table__, h.invoice_id == s.invoice_id)
+            .where(*window, h.doc_type == "invoice"),
+            s,
+            -1,
+        ),
+    ]
     with engine.connect() as conn:
-        frame = pd.read_sql(query, conn)
+        frame = pd.concat([pd.read_sql(q, conn) for q in parts], ignore_index=True)
     frame["issue_date"] = pd.to_datetime(frame["issue_date"])
-    return frame
+    return frame.groupby(["currency", "issue_date"], as_index=False)["sales"].sum()
 
 
 def collected(engine: sa.Engine, start: date, end: date) -> pd.Series:
@@ -137,15 +171,21 @@ def collected(engine: sa.Engine, start: date, end: date) -> pd.Series:
         return pd.read_sql(query, conn).set_index("currency")["collected"]
 
 
-def money_kpis(engine: sa.Engine, dates: Dates, cfg: Config) -> pd.DataFrame:
+def money_kpis(
+    engine: sa.Engine, dates: Dates, cfg: Config, open_rows: pd.DataFrame
+) -> pd.DataFrame:
     """DSO (standard and countback), best possible DSO, ADD (both forms), CEI, collections and
     the 90+ share, one row per currency and KPI."""
     opts = cfg.reports
     period = opts.period_days
     bounds = cfg.aging.buckets
     late = bounds[-2] if len(bounds) > 1 else bounds[-1]  # 90 with the default buckets
-    now = ar_position(engine, dates.as_of, late)
-    before = ar_position(engine, dates.begin, late) if dates.begin else pd.DataFrame()
+    now = ar_position(open_rows[open_rows["as_of"] == dates.as_of], late)
+    before = (
+        ar_position(open_rows[open_rows["as_of"] == dates.begin], late)
+        if dates.begin
+        else pd.DataFrame()
+    )
     sales = credit_sales(
         engine, dates.as_of - timedelta(days=period * opts.countback_periods), dates.as_of
     )
@@ -203,32 +243,44 @@ def buckets_on(engine: sa.Engine, days: tuple[date, ...]) -> pd.DataFrame:
     return frame
 
 
-def aging_trend(engine: sa.Engine, days: tuple[date, ...], cfg: Config) -> pd.DataFrame:
+def aging_trend(
+    root: Any, open_rows: pd.DataFrame, days: tuple[date, ...], as_of: date, cfg: Config
+) -> pd.DataFrame:
     """Open invoice balance per snapshot day, currency and aging bucket: the aging waterfall's
     bars, at invoice level like the at-risk share (a debtor's bucket is that of its oldest
-    item, which would count its current invoices as late)."""
-    t = ledger.InvoiceSnapshot.__table__.c
-    query = (
-        sa.select(
-            t.as_of,
-            t.currency,
-            t.due_date,
-            sa.func.count().label("invoices"),
-            sa.func.sum(t.open_minor).label("open_minor"),
-        )
-        .where(t.as_of.in_(days))
-        .group_by(t.as_of, t.currency, t.due_date)
+    item, which would count its current invoices as late).  An earlier day's bars come from
+    that day's own report when it has one, so a report scans one snapshot, not thirty."""
+    stored, computed = [], []
+    for day in days:
+        path = root / f"{lake.partition('reports', day)}/kpis/aging.parquet"
+        if day != as_of and path.exists():
+            frame = lake.read_parquet(path)
+            frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
+            stored.append(frame[frame["as_of"] == day])
+        else:
+            computed.append(day)
+    rows = open_rows[open_rows["as_of"].isin(computed)]
+    bucket = bucket_labels(rows["days_late"].clip(lower=0).to_numpy(), cfg.aging).to_numpy()
+    fresh = (
+        rows.assign(bucket=bucket)
+        .groupby(["as_of", "currency", "bucket"], as_index=False)[["invoices", "open_minor"]]
+        .sum()
     )
-    with engine.connect() as conn:
-        rows = pd.read_sql(query, conn)
-    as_of = pd.to_datetime(rows["as_of"])
-    late = (as_of - pd.to_datetime(rows["due_date"])).dt.days.clip(lower=0).to_numpy()
-    rows = rows.assign(as_of=as_of.dt.date, bucket=bucket_labels(late, cfg.aging).to_numpy())
-    out = rows.groupby(["as_of", "currency", "bucket"], as_index=False)[
-        ["invoices", "open_minor"]
-    ].sum()
+    out = pd.concat([*stored, fresh], ignore_index=True)
     out["bucket"] = pd.Categorical(out["bucket"], categories=cfg.aging.labels(), ordered=True)
     return out.sort_values(["as_of", "currency", "bucket"]).reset_index(drop=True)
+
+
+def trend_days_to_scan(root: Any, dates: Dates) -> tuple[date, ...]:
+    """The snapshot days whose open items must be read: the report's own, the period's opening
+    one, and trend days without a report of their own."""
+    own = {dates.as_of, *([dates.begin] if dates.begin else [])}
+    missing = {
+        d
+        for d in dates.trend
+        if not (root / f"{lake.partition('reports', d)}/kpis/aging.parquet").exists()
+    }
+    return tuple(sorted(own | missing))
 
 
 def roll_table(buckets: pd.DataFrame, dates: Dates, labels: list[str]) -> pd.DataFrame:
@@ -447,7 +499,8 @@ def kpi_tables(engine: sa.Engine, root: Any, cfg: Config, as_of: date) -> dict[s
     dates = snapshot_dates(engine, as_of, cfg)
     labels = cfg.aging.labels()
     buckets = buckets_on(engine, (as_of, *([dates.begin] if dates.begin else [])))
-    money = money_kpis(engine, dates, cfg)
+    open_rows = open_by_due(engine, trend_days_to_scan(root, dates))
+    money = money_kpis(engine, dates, cfg, open_rows)
     today = buckets[buckets["as_of"] == as_of]
     before = buckets[buckets["as_of"] == dates.begin]
     counts = pd.DataFrame(
@@ -472,7 +525,7 @@ def kpi_tables(engine: sa.Engine, root: Any, cfg: Config, as_of: date) -> dict[s
     )
     return {
         "kpis": kpi_frame,
-        "aging": aging_trend(engine, tuple(sorted({*dates.trend, as_of})), cfg),
+        "aging": aging_trend(root, open_rows, tuple(sorted({*dates.trend, as_of})), as_of, cfg),
         "roll_rates": roll_table(buckets, dates, labels).assign(
             from_date=dates.begin, to_date=as_of
         ),
