@@ -101,17 +101,18 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _empty(ax: Any, why: str) -> None:
-    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, color="#5a6776")
-    ax.set_axis_off()
+def plot(frame: pd.DataFrame, size: tuple[float, float], why: str, draw: Any, *args: Any) -> str:
+    """A PNG of ``draw(ax, frame, *args)``, or of ``why`` when there is nothing to draw yet."""
+    fig, ax = plt.subplots(figsize=size)
+    if frame.empty:
+        ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, color="#5a6776")
+        ax.set_axis_off()
+    else:
+        draw(ax, frame, *args)
+    return _png(fig)
 
 
-def plot_aging(aging: pd.DataFrame, currency: str, labels: list[str]) -> str:
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    part = aging[aging["currency"] == currency]
-    if part.empty:
-        _empty(ax, "No aged balances yet")
-        return _png(fig)
+def draw_aging(ax: Any, part: pd.DataFrame, currency: str, labels: list[str]) -> None:
     table = part.pivot_table(
         index="as_of", columns="bucket", values="open_minor", aggfunc="sum", observed=False
     ).reindex(columns=labels, fill_value=0).fillna(0) / 10 ** get_currency_precision(currency)
@@ -120,16 +121,10 @@ def plot_aging(aging: pd.DataFrame, currency: str, labels: list[str]) -> str:
     ax.set_ylabel(f"open balance ({currency})")
     ax.set_xlabel("snapshot")
     ax.legend(title="bucket", fontsize=8, ncols=len(labels))
-    fig.autofmt_xdate()
-    return _png(fig)
+    ax.figure.autofmt_xdate()
 
 
-def plot_roll_rates(rolls: pd.DataFrame, currency: str, labels: list[str]) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    part = rolls[rolls["currency"] == currency]
-    if part.empty:
-        _empty(ax, "Roll rates need an earlier snapshot: the ledger has only today")
-        return _png(fig)
+def draw_roll_rates(ax: Any, part: pd.DataFrame, labels: list[str]) -> None:
     matrix = part.pivot_table(index="from_bucket", columns="to_bucket", values="share")
     matrix = matrix.reindex(index=labels, columns=[*labels, "paid"])
     ax.imshow(matrix.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1)
@@ -140,28 +135,18 @@ def plot_roll_rates(rolls: pd.DataFrame, currency: str, labels: list[str]) -> st
     for (i, j), value in pd.DataFrame(matrix.to_numpy()).stack().items():
         if value == value:  # NaN: nobody was in that bucket
             ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=8)
-    return _png(fig)
 
 
-def plot_recovery(curve: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    if curve.empty:
-        _empty(ax, "Recovery curves need the segments of an earlier run")
-        return _png(fig)
+def draw_recovery(ax: Any, curve: pd.DataFrame) -> None:
     for group, part in curve.groupby("group"):
         ax.plot(part["day"], part["recovery_rate"] * 100, label=str(group), marker=".")
     ax.set_xlabel("days since the cohort day")
     ax.set_ylabel("overdue balance recovered (%)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
 
 
-def plot_uplift(uplift: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    if uplift.empty:
-        _empty(ax, "No experiment arm and holdout in the cohort yet")
-        return _png(fig)
+def draw_uplift(ax: Any, uplift: pd.DataFrame) -> None:
     names = uplift["experiment"] + ": " + uplift["arm"]
     centre = uplift["uplift"] * 100
     err = [
@@ -172,19 +157,13 @@ def plot_uplift(uplift: pd.DataFrame) -> str:
     ax.axvline(0, color="#b3261e", linewidth=1)
     ax.set_yticks(range(len(uplift)), names)
     ax.set_xlabel("recovery uplift vs holdout (percentage points)")
-    return _png(fig)
 
 
-def plot_liquidation(liq: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    if liq.empty:
-        _empty(ax, "No accounts placed with an agency yet")
-        return _png(fig)
+def draw_liquidation(ax: Any, liq: pd.DataFrame) -> None:
     table = liq.pivot_table(index="vintage", columns="agency", values="liquidation_rate")
     (table * 100).plot(kind="bar", ax=ax)
     ax.set_ylabel("liquidation (%)")
     ax.set_xlabel("placement month")
-    return _png(fig)
 
 
 def _table(
@@ -225,7 +204,14 @@ def render(tables: dict[str, pd.DataFrame], summary: dict, labels: list[str]) ->
             "id": "aging",
             "title": "Aging waterfall",
             "note": f"Open balance by bucket per snapshot ({currency}).",
-            "png": plot_aging(tables["aging"], currency, labels),
+            "png": plot(
+                tables["aging"].query("currency == @currency"),
+                (9, 3.6),
+                "No aged balances yet",
+                draw_aging,
+                currency,
+                labels,
+            ),
             "table": "",
         },
         {
@@ -233,7 +219,13 @@ def render(tables: dict[str, pd.DataFrame], summary: dict, labels: list[str]) ->
             "title": "Roll rates",
             "note": "Share of each bucket's balance at the period's opening snapshot found in "
             "each bucket today (balance-weighted; paid: nothing open any more).",
-            "png": plot_roll_rates(tables["roll_rates"], currency, labels),
+            "png": plot(
+                tables["roll_rates"].query("currency == @currency"),
+                (7, 3.8),
+                "Roll rates need an earlier snapshot: the ledger has only today",
+                draw_roll_rates,
+                labels,
+            ),
             "table": "",
         },
         {
@@ -241,7 +233,12 @@ def render(tables: dict[str, pd.DataFrame], summary: dict, labels: list[str]) ->
             "title": "Recovery curves",
             "note": f"Debtors overdue on {cohort or 'the cohort day'}: cumulative share of "
             "their overdue balance recovered since, per experiment arm.",
-            "png": plot_recovery(tables["recovery_curve"]),
+            "png": plot(
+                tables["recovery_curve"],
+                (8, 3.6),
+                "Recovery curves need the segments of an earlier run",
+                draw_recovery,
+            ),
             "table": _table(
                 recovery, ("overdue_minor", "collected_minor"), ("recovery_rate", "payer_share")
             ),
@@ -250,14 +247,21 @@ def render(tables: dict[str, pd.DataFrame], summary: dict, labels: list[str]) ->
             "id": "uplift",
             "title": "Uplift against the holdout",
             "note": uplift_note,
-            "png": plot_uplift(uplift),
+            "png": plot(
+                uplift, (7, 3.2), "No experiment arm and holdout in the cohort yet", draw_uplift
+            ),
             "table": _table(uplift, (), ("rate", "holdout_rate", "uplift", "ci_low", "ci_high")),
         },
         {
             "id": "liquidation",
             "title": "Agency liquidation by placement vintage",
             "note": "Collected by the agency since placement over the balance placed.",
-            "png": plot_liquidation(tables["liquidation"]),
+            "png": plot(
+                tables["liquidation"],
+                (7, 3.2),
+                "No accounts placed with an agency yet",
+                draw_liquidation,
+            ),
             "table": _table(
                 tables["liquidation"], ("placed_minor", "collected_minor"), ("liquidation_rate",)
             ),
