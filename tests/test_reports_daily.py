@@ -236,3 +236,13 @@ def test_earlier_aging_bars_come_from_their_own_reports(book):
         again[again["as_of"] == AS_OF].reset_index(drop=True),
         fresh[fresh["as_of"] == AS_OF].reset_index(drop=True),
     )
+
+
+def test_a_cohort_nobody_paid_has_flat_curves(book):
+    """No money since the cohort day (an empty, untyped SQL result): zero, not an error."""
+    engine, root = book
+    with engine.begin() as conn:
+        conn.execute(sa.delete(ledger.Allocation.__table__))
+    tables = daily.kpi_tables(engine, root, config(), AS_OF)
+    assert (tables["recovery_curve"]["recovery_rate"] == 0).all()
+    assert (tables["recovery"]["collected_minor"] == 0).all()

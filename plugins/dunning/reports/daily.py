@@ -26,6 +26,14 @@ from dunning.segmentation import bucket_labels
 ALL = "ALL"  # the currency column of a count-based KPI
 
 
+def _read_sums(conn: sa.Connection, query: Any, *sums: str) -> pd.DataFrame:
+    """``pd.read_sql`` with the summed columns as int64: PostgreSQL's SUM of a bigint is a
+    numeric (Decimal objects in pandas, where ``cumsum`` and friends fail), SQLite's an int,
+    and an empty result is object dtype on both."""
+    frame = pd.read_sql(query, conn)
+    return frame.astype({name: "int64" for name in sums})
+
+
 @dataclass(frozen=True)
 class Dates:
     """The snapshots a day's report compares: ``begin`` is the period's opening snapshot (CEI's
@@ -89,7 +97,7 @@ def open_by_due(engine: sa.Engine, days: tuple[date, ...]) -> pd.DataFrame:
         .group_by(t.as_of, t.currency, t.due_date)
     )
     with engine.connect() as conn:
-        rows = pd.read_sql(query, conn)
+        rows = _read_sums(conn, query, "invoices", "open_minor")
     as_of = pd.to_datetime(rows["as_of"])
     late = (as_of - pd.to_datetime(rows["due_date"])).dt.days
     return rows.assign(as_of=as_of.dt.date, days_late=late.to_numpy())
@@ -154,7 +162,7 @@ def credit_sales(engine: sa.Engine, start: date, end: date) -> pd.DataFrame:
         ),
     ]
     with engine.connect() as conn:
-        frame = pd.concat([pd.read_sql(q, conn) for q in parts], ignore_index=True)
+        frame = pd.concat([_read_sums(conn, q, "sales") for q in parts], ignore_index=True)
     frame["issue_date"] = pd.to_datetime(frame["issue_date"])
     return frame.groupby(["currency", "issue_date"], as_index=False)["sales"].sum()
 
@@ -168,7 +176,7 @@ def collected(engine: sa.Engine, start: date, end: date) -> pd.Series:
         .group_by(a.currency)
     )
     with engine.connect() as conn:
-        return pd.read_sql(query, conn).set_index("currency")["collected"]
+        return _read_sums(conn, query, "collected").set_index("currency")["collected"]
 
 
 def money_kpis(
@@ -364,7 +372,7 @@ def allocations_since(engine: sa.Engine, start: date, end: date) -> pd.DataFrame
         .group_by(a.debtor_id, a.currency, a.booked_on)
     )
     with engine.connect() as conn:
-        frame = pd.read_sql(query, conn)
+        frame = _read_sums(conn, query, "amount_minor")
     frame["booked_on"] = pd.to_datetime(frame["booked_on"]).dt.date
     return frame
 
