@@ -35,16 +35,43 @@ if ! command -v gpg >/dev/null; then
   fi
 fi
 
+# The Celery deployment tests (dunning.cluster) use Redis as broker, started on 127.0.0.1 by the
+# tests themselves (no service, no persistence).
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Redis (Debian package) for the Celery deployment tests ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null \
+      || { apt-get update -q >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
+  fi
+fi
+
 export PYTHONPATH="$PWD/plugins:$PWD"
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .
 
+# The deployment tests (marker "cluster": a real scheduler, workers and UI on loopback) spend
+# most of their time waiting on those processes, so a full run starts them beside the rest of
+# the suite, each pytest with its own servers; their output follows the main run's.  With
+# arguments (a file, -k, ...) it is one plain pytest run.
+no_tests() { echo "pytest collected no tests ($1): that is a failure, not a pass" >&2; }
 set +e
-.venv/bin/python -m pytest "$@"
-rc=$?
-set -e
-if [ "$rc" = 5 ]; then
-  echo "pytest collected no tests: that is a failure, not a pass" >&2
-  exit 1
+if [ "$#" -gt 0 ]; then
+  .venv/bin/python -m pytest "$@"
+  rc=$?
+  [ "$rc" = 5 ] && { no_tests "$*"; rc=1; }
+  exit "$rc"
 fi
-exit "$rc"
+mkdir -p var
+.venv/bin/python -m pytest -m cluster > var/cluster-tests.log 2>&1 &
+cluster_pid=$!
+.venv/bin/python -m pytest -m "not cluster"
+rc=$?
+wait "$cluster_pid"
+cluster_rc=$?
+echo "---- deployment tests (-m cluster, run alongside; log: var/cluster-tests.log) ----"
+cat var/cluster-tests.log
+[ "$rc" = 5 ] && { no_tests "-m 'not cluster'"; rc=1; }
+[ "$cluster_rc" = 5 ] && { no_tests "-m cluster"; cluster_rc=1; }
+[ "$rc" != 0 ] && exit "$rc"
+exit "$cluster_rc"
