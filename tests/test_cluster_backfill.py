@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -31,11 +30,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from dunning import ledger, reports, services, sms_sink
+from dunning import ledger, reports, sms_sink
 from dunning.cluster import Cluster, running_cluster
 from dunning.demo import demo_clock, use_sms_feedback
 from dunning.generate import generate
 from dunning.reports import daily
+from tests.cluster_support import deployment_inputs
 
 pytestmark = [
     pytest.mark.services,
@@ -92,36 +92,11 @@ def backfill_setup(
     root = tmp_path_factory.mktemp("backfill")
     first, last, days = two_weeks_before_this_one()
     config = dated_drops(root / "drops", days, Path(sms_server.extra["dir"]))
-    ledger_db = f"ledger_{uuid.uuid4().hex[:12]}"
-    ledger_url = services.create_database(postgres_server, ledger_db)
-    ledger.migrate(ledger_url)  # before the workers: not ten tasks racing to create tables
-    bucket = f"backfill-{uuid.uuid4().hex[:12]}"
-    client = services.s3_client(s3_server.url)
-    client.create_bucket(Bucket=bucket)
-    env = {
-        **services.airflow_connection_env(s3_server, smtp_server, sms=sms_server),
-        "DUNNING_CONFIG": str(config),
-        "DUNNING_LAKE": f"s3://dunning_s3@{bucket}/",
-        "DUNNING_LEDGER_URL": ledger_url,
-        # The clock of a weekday afternoon, inside every debtor's contact hours: had the runs
-        # not been backfills, the waves would have gone out, so zero messages means something.
-        "DUNNING_NOW": demo_clock(datetime.now(ZONE).date()),
-        # A deployment for backfills only: no scheduled run of today interleaves with them.
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-    }
-    yield {
-        "root": root,
-        "env": env,
-        "days": days,
-        "window": (first, last),
-        "bucket": bucket,
-        "client": client,
-        "ledger_url": ledger_url,
-    }
-    services.drop_database(postgres_server, ledger_db)
-    for key in _keys(client, bucket, ""):
-        client.delete_object(Bucket=bucket, Key=key)
-    client.delete_bucket(Bucket=bucket)
+    now = demo_clock(datetime.now(ZONE).date())  # a weekday afternoon had they not been backfills
+    with deployment_inputs(
+        "backfill", config, now, postgres_server, s3_server, smtp_server, sms_server
+    ) as inputs:
+        yield {**inputs, "root": root, "days": days, "window": (first, last)}
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,10 @@ def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_buck
     usd = kpis[kpis["currency"] == "USD"].set_index("kpi")["value"]
     assert usd["ending_ar"] > usd["overdue_ar"] > 0 and usd["dso"] > usd["best_possible_dso"] > 0
     index = get_json(s3_client, s3_bucket, daily.run_index_key(summary["run_id"]))
-    assert index == {"as_of": TODAY.isoformat(), "report": daily.report_key(TODAY)}
+    assert index == {"as_of": TODAY.isoformat(), "report": daily.run_report_key(summary["run_id"])}
+    assert get_bytes(s3_client, s3_bucket, index["report"]) == get_bytes(
+        s3_client, s3_bucket, daily.report_key(TODAY)
+    )
     page = tmp_path / "report.html"
     page.write_bytes(get_bytes(s3_client, s3_bucket, daily.report_key(TODAY)))
     for plot in html.PLOTS:

@@ -210,7 +210,12 @@ def test_report_is_published_with_every_plot_and_indexed_by_run(book):
         assert (root / out["tables"] / f"{name}.parquet").exists()
         assert (root / out["tables"] / f"{name}.csv").exists()
     index = lake.read_json(root / daily.run_index_key(summary["run_id"]))
-    assert index == {"as_of": "2026-03-31", "report": out["report"]}
+    assert index == {"as_of": "2026-03-31", "report": daily.run_report_key(summary["run_id"])}
+    # a later run of the date replaces the date's report, not this run's own copy
+    later = {**summary, "run_id": "manual__2026-03-31T18:00:00+00:00", "status": "failed"}
+    daily.report_to_lake(engine, root, config(), later)
+    assert (root / index["report"]).read_text() == page
+    assert "status-other" in (root / out["report"]).read_text()
 
 
 def test_a_first_day_report_says_what_it_waits_for(ledger_engine, tmp_path):

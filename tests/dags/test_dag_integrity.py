@@ -178,29 +178,20 @@ def test_report_tab_serves_the_runs_report(tmp_path, monkeypatch):
     assert client.get("/reports/not-a-date").status_code == 400
 
 
-def test_readme_trigger_links_fill_valid_params(dagbag):
-    """The README's pre-filled links for finance still match the form: known params, valid
-    values, a reason wherever sending is forced, and backfill links with both dates."""
+def test_readme_run_confs_fill_valid_params(dagbag):
+    """The README's run confs for finance still match the form: known params, valid values,
+    and a reason wherever sending is forced."""
     import json
     import re
-    from urllib.parse import parse_qs, urlparse
 
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    links = re.findall(r"\((http://127\.0\.0\.1:8080/dags/[^)]+)\)", text)
-    singles = [u for u in links if "/trigger/single" in u]
-    backfills = [u for u in links if "/trigger/backfill" in u]
-    assert len(singles) >= 4 and backfills
-    for url in singles:
-        parsed = urlparse(url)
-        dag_id = parsed.path.split("/")[2]
-        conf = json.loads(parse_qs(parsed.query)["conf"][0])
-        params = copy.deepcopy(dagbag.dags[dag_id].params)
-        assert set(conf) <= set(params.keys()), url
+    section = text[text.index("## Ad-hoc runs and backfills") :]
+    confs = [json.loads(c) for c in re.findall(r"^\| [^|]+ \| `(\{.*\})` \|$", section, re.M)]
+    assert len(confs) >= 4
+    for conf in confs:
+        params = copy.deepcopy(dagbag.dags["dunning_daily"].params)
+        assert set(conf) <= set(params.keys()), conf
         for key, value in conf.items():
             params[key] = value
         params.validate()
-        assert not conf.get("force_send") or conf.get("force_reason"), url
-    for url in backfills:
-        query = parse_qs(urlparse(url).query)
-        assert date.fromisoformat(query["from_date"][0]) < date.fromisoformat(query["to_date"][0])
-        assert query["reprocess_behavior"][0] in ("none", "failed", "completed")
+        assert not conf.get("force_send") or conf.get("force_reason"), conf

@@ -90,8 +90,8 @@ def force_params() -> dict[str, Param]:
             section="Sending for a past date",
         ),
         "force_reason": Param(
-            "",
-            type="string",
+            None,  # a typed param with an empty default reads as a required field in the form
+            type=["null", "string"],
             title="Why send for a past date",
             description_md="Required when *Send although the date is past* is ticked: "
             "recorded on every message this run sends and in the summary.",

@@ -549,10 +549,16 @@ def report_key(as_of: date) -> str:
 
 
 def run_index_key(run_id: str) -> str:
-    """Where the Airflow UI's report view finds a run's date: run ids hold ``:`` and ``+``."""
+    """Where the Airflow UI's report view finds a run's report: run ids hold ``:`` and ``+``."""
     from urllib.parse import quote
 
     return f"reports/runs/{quote(run_id, safe='')}.json"
+
+
+def run_report_key(run_id: str) -> str:
+    """The run's own copy of its report: a later run of the same date replaces the date's
+    ``report.html``, and the earlier run's Report tab must still show that run."""
+    return run_index_key(run_id).removesuffix(".json") + ".html"
 
 
 def report_to_lake(engine: sa.Engine, root: Any, cfg: Config, summary: dict) -> dict:
@@ -570,7 +576,9 @@ def report_to_lake(engine: sa.Engine, root: Any, cfg: Config, summary: dict) -> 
     page = html.render(tables, summary, cfg.aging.labels())
     lake.write_bytes(root / key, page.encode("utf-8"), content_type="text/html; charset=utf-8")
     if summary.get("run_id"):
+        own = run_report_key(summary["run_id"])
+        lake.write_bytes(root / own, page.encode("utf-8"), content_type="text/html; charset=utf-8")
         lake.write_json(
-            root / run_index_key(summary["run_id"]), {"as_of": summary["as_of"], "report": key}
+            root / run_index_key(summary["run_id"]), {"as_of": summary["as_of"], "report": own}
         )
     return {"report": key, "tables": f"{base}/", "rows": {k: len(v) for k, v in tables.items()}}
