@@ -25,6 +25,7 @@ import yaml
 from dunning import reports, services
 from dunning.config import REPO_ROOT
 from dunning.generate import business_today
+from dunning.reports import daily
 
 VAR = REPO_ROOT / "var"
 LAKE_BUCKET = "dunning-lake"
@@ -165,6 +166,7 @@ def main(debtors: int = 2000, as_of: date | None = None, seed: int = 7) -> int:
         print()
         print(reports.format_summary(summary))
         print(f"\nSummary: s3://{LAKE_BUCKET}/{key}   Airflow log: {log}")
+        print(f"Report (KPIs, plots): s3://{LAKE_BUCKET}/{daily.report_key(as_of)}")
         snapshots = client.list_objects_v2(Bucket=LAKE_BUCKET, Prefix="snapshots/")
         print(f"Snapshot objects on S3: {[o['Key'] for o in snapshots.get('Contents', [])]}")
         show_deliveries(client, svc, as_of)
