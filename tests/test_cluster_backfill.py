@@ -41,7 +41,7 @@ pytestmark = [
     pytest.mark.services,
     pytest.mark.airflow,
     pytest.mark.cluster,
-    pytest.mark.timeout(900),
+    pytest.mark.timeout(1800),
 ]
 
 DAG_ID = "dunning_daily"
@@ -157,7 +157,9 @@ def test_backfill_of_ten_business_days_recomputes_each_day_and_contacts_nobody(
         "--dag-run-conf",
         json.dumps({"accept_gates": JUMP_GATES}),
     )
-    runs = cluster.wait_for_runs(DAG_ID, len(days), run_type="backfill", timeout=660)
+    # ~30 s a day on a quiet 2-core machine; beside the rest of the suite (scripts/test.sh) or
+    # other deployments it was seen at ~80 s a day, so the wait allows well beyond that.
+    runs = cluster.wait_for_runs(DAG_ID, len(days), run_type="backfill", timeout=1500)
     elapsed = time.monotonic() - started
     tasks = cluster.task_states(DAG_ID)
     failed = {
