@@ -441,10 +441,14 @@ def shard_of(debtors: pd.Series, count: int) -> pd.Series:
 
 def merge_shards(root: Any, as_of: date, results: list[dict]) -> dict:
     """The day's wave from its rendered shards: one file for the senders, counts summed."""
-    frames = [lake.read_parquet(root / r["wave"]) for r in results]
-    wave = pd.concat(frames, ignore_index=True).sort_values("contact_key", ignore_index=True)
     key = lake.partition("waves", as_of) + "/wave.parquet"
-    lake.write_parquet(root / key, wave)
+    if [r["wave"] for r in results] == [key]:  # one shard rendered straight into the day's file
+        contacts = results[0]["contacts"]
+    else:
+        frames = [lake.read_parquet(root / r["wave"]) for r in results]
+        wave = pd.concat(frames, ignore_index=True).sort_values("contact_key", ignore_index=True)
+        lake.write_parquet(root / key, wave)
+        contacts = len(wave)
     first = results[0]
     by_channel: dict[str, int] = {}
     for r in results:
@@ -453,7 +457,7 @@ def merge_shards(root: Any, as_of: date, results: list[dict]) -> dict:
     return {
         **{k: first[k] for k in ("mode", "sending", "forced_reason", "previews")},
         "wave": key,
-        "contacts": len(wave),
+        "contacts": contacts,
         "by_channel": by_channel,
         "pages": sum(r["pages"] for r in results),
         "objects_written": sum(r["objects_written"] for r in results),

@@ -15,7 +15,7 @@ from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from dunning import config as dconfig
+from dunning.airflow.tasks import parse_time_config
 
 FAILED_SUBJECT = "Dunning: {dag_id} run {run_id} failed"
 FAILED_BODY = (
@@ -32,11 +32,6 @@ LATE_BODY = (
 )
 
 
-def _config() -> dconfig.Config | None:
-    path = dconfig.config_path()
-    return dconfig.load_config(path) if path.exists() else None
-
-
 def on_failure() -> list[Callable[[dict], None]]:
     """The DAG's failure callbacks: an e-mail to ``alerts.email_to`` (none without them).
 
@@ -44,7 +39,7 @@ def on_failure() -> list[Callable[[dict], None]]:
     template environment, which the serialized DAG that ``dag.test()`` hands to DAG callbacks
     lacks in 3.3.2 (AttributeError ``get_template_env``), so the mail would never go out there.
     """
-    cfg = _config()
+    cfg = parse_time_config()
     if cfg is None or not cfg.alerts.email_to:
         return []
     alerts = cfg.alerts
@@ -67,7 +62,7 @@ def on_failure() -> list[Callable[[dict], None]]:
 def deadline(dag_id: str) -> DeadlineAlert | None:
     """Mail when a run is still going ``alerts.finish_within_minutes`` after it was queued;
     the triggerer fires it even if the run never ends."""
-    cfg = _config()
+    cfg = parse_time_config()
     if cfg is None or not cfg.alerts.email_to or not cfg.alerts.finish_within_minutes:
         return None
     alerts = cfg.alerts

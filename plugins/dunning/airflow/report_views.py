@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -48,8 +49,6 @@ def day_report(as_of: str) -> HTMLResponse:
     """The latest report of a business date: the link finance bookmarks."""
     if not _DATE.match(as_of):
         return HTMLResponse("as_of must be YYYY-MM-DD", status_code=400)
-    from datetime import date
-
     path = lake_root() / daily.report_key(date.fromisoformat(as_of))
     if not path.exists():
         return _missing(f"business date {as_of}")

@@ -12,7 +12,7 @@ from datetime import timedelta
 from airflow.sdk import CronTriggerTimetable, task
 
 from dunning import config as dconfig
-from dunning.airflow.tasks import DATA_ERRORS, _as_of, _ledger_url, lake_root
+from dunning.airflow.tasks import DATA_ERRORS, _as_of, _ledger_url, lake_root, parse_time_config
 
 log = logging.getLogger("airflow.task")
 
@@ -22,8 +22,8 @@ WEEKLY_CRON = "0 4 * * 0"
 
 def weekly_schedule() -> CronTriggerTimetable:
     """Weekly, in the config's time zone; UTC when no config exists yet (fresh UI)."""
-    path = dconfig.config_path()
-    zone = dconfig.load_config(path).schedule.timezone if path.exists() else "UTC"
+    cfg = parse_time_config()
+    zone = cfg.schedule.timezone if cfg else "UTC"
     return CronTriggerTimetable(WEEKLY_CRON, timezone=zone)
 
 

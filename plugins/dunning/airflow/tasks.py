@@ -62,11 +62,28 @@ def as_of_param(description_md: str) -> Param:
     )
 
 
+def parse_time_config() -> dconfig.Config | None:
+    """The config as a DAG file is parsed, or None before one exists (a fresh UI still parses).
+
+    The schedule, the params and the alerts all ask for it on every parse: it is read and
+    validated once per version of the file, not once per question."""
+    path = dconfig.config_path()
+    if not path.exists():
+        return None
+    stat = path.stat()
+    return _config_version(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@cache
+def _config_version(path: str, mtime_ns: int, size: int) -> dconfig.Config:
+    return dconfig.load_config(path)
+
+
 def sources_param() -> Param:
     """Which sources to run: a pick list of the configured ones (the form validates the
     names); the run checks again, since the config may change after the DAG was parsed."""
-    path = dconfig.config_path()
-    names = [src.name for src in dconfig.load_config(path).sources] if path.exists() else []
+    cfg = parse_time_config()
+    names = [src.name for src in cfg.sources] if cfg else []
     return Param(
         [],
         type="array",
@@ -102,15 +119,15 @@ def force_params() -> dict[str, Param]:
 
 def daily_schedule() -> CronTriggerTimetable:
     """The config's cron in the config's zone; defaults when no config exists yet (fresh UI)."""
-    path = dconfig.config_path()
-    sched = dconfig.load_config(path).schedule if path.exists() else dconfig.Schedule()
+    cfg = parse_time_config()
+    sched = cfg.schedule if cfg else dconfig.Schedule()
     return CronTriggerTimetable(sched.cron, timezone=sched.timezone)
 
 
 def waves_schedule() -> CronTriggerTimetable:
     """Every hour at :30 in the config's zone: later waves of the day (``dunning_waves``)."""
-    path = dconfig.config_path()
-    zone = dconfig.load_config(path).schedule.timezone if path.exists() else "UTC"
+    cfg = parse_time_config()
+    zone = cfg.schedule.timezone if cfg else "UTC"
     return CronTriggerTimetable("30 * * * *", timezone=zone)
 
 
@@ -681,26 +698,25 @@ def summarize(
     root = lake_root()
     with ledger.ledger(_ledger_url()) as engine:
         messages = waves.day_counts(engine, _as_of(run))
-    result = reports.write_summary(
-        root,
-        run,
-        validated,
-        loaded,
-        aged,
-        planned,
-        decided,
-        wave=wave,
-        sent=sent,
-        messages=messages,
-        feedback=feedback,
-        reconciled=reconciled,
-        returns=returns,
-        placed=placed,
-        cutoff=cutoff,
-    )
-    summary = lake.read_json(root / result["key"])
-    log.info("%s", reports.format_summary(summary))
-    with ledger.ledger(_ledger_url()) as engine:
+        result = reports.write_summary(
+            root,
+            run,
+            validated,
+            loaded,
+            aged,
+            planned,
+            decided,
+            wave=wave,
+            sent=sent,
+            messages=messages,
+            feedback=feedback,
+            reconciled=reconciled,
+            returns=returns,
+            placed=placed,
+            cutoff=cutoff,
+        )
+        summary = lake.read_json(root / result["key"])
+        log.info("%s", reports.format_summary(summary))
         published = daily.report_to_lake(engine, root, dconfig.load_config(), summary)
     log.info("Report: %s (tables in %s)", root / published["report"], published["tables"])
     result["report"] = published["report"]

@@ -251,44 +251,43 @@ def buckets_on(engine: sa.Engine, days: tuple[date, ...]) -> pd.DataFrame:
     return frame
 
 
+def stored_aging(root: Any, dates: Dates) -> dict[date, pd.DataFrame]:
+    """The aging bars earlier trend days' own reports hold (each day's rows of its own date):
+    with them a report scans one snapshot, not thirty."""
+    out = {}
+    for day in dates.trend:
+        path = root / f"{lake.partition('reports', day)}/kpis/aging.parquet"
+        if day != dates.as_of and path.exists():
+            frame = lake.read_parquet(path)
+            frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
+            out[day] = frame[frame["as_of"] == day]
+    return out
+
+
+def days_to_scan(dates: Dates, stored: dict[date, pd.DataFrame]) -> tuple[date, ...]:
+    """The snapshot days whose open items must be read: the report's own, the period's opening
+    one, and trend days without bars of their own."""
+    own = {dates.as_of, *([dates.begin] if dates.begin else [])}
+    return tuple(sorted(own | (set(dates.trend) - set(stored))))
+
+
 def aging_trend(
-    root: Any, open_rows: pd.DataFrame, days: tuple[date, ...], as_of: date, cfg: Config
+    open_rows: pd.DataFrame, stored: dict[date, pd.DataFrame], dates: Dates, cfg: Config
 ) -> pd.DataFrame:
     """Open invoice balance per snapshot day, currency and aging bucket: the aging waterfall's
     bars, at invoice level like the at-risk share (a debtor's bucket is that of its oldest
-    item, which would count its current invoices as late).  An earlier day's bars come from
-    that day's own report when it has one, so a report scans one snapshot, not thirty."""
-    stored, computed = [], []
-    for day in days:
-        path = root / f"{lake.partition('reports', day)}/kpis/aging.parquet"
-        if day != as_of and path.exists():
-            frame = lake.read_parquet(path)
-            frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
-            stored.append(frame[frame["as_of"] == day])
-        else:
-            computed.append(day)
-    rows = open_rows[open_rows["as_of"].isin(computed)]
+    item, which would count its current invoices as late)."""
+    days = {*dates.trend, dates.as_of} - set(stored)
+    rows = open_rows[open_rows["as_of"].isin(days)]
     bucket = bucket_labels(rows["days_late"].clip(lower=0).to_numpy(), cfg.aging).to_numpy()
     fresh = (
         rows.assign(bucket=bucket)
         .groupby(["as_of", "currency", "bucket"], as_index=False)[["invoices", "open_minor"]]
         .sum()
     )
-    out = pd.concat([*stored, fresh], ignore_index=True)
+    out = pd.concat([*stored.values(), fresh], ignore_index=True)
     out["bucket"] = pd.Categorical(out["bucket"], categories=cfg.aging.labels(), ordered=True)
     return out.sort_values(["as_of", "currency", "bucket"]).reset_index(drop=True)
-
-
-def trend_days_to_scan(root: Any, dates: Dates) -> tuple[date, ...]:
-    """The snapshot days whose open items must be read: the report's own, the period's opening
-    one, and trend days without a report of their own."""
-    own = {dates.as_of, *([dates.begin] if dates.begin else [])}
-    missing = {
-        d
-        for d in dates.trend
-        if not (root / f"{lake.partition('reports', d)}/kpis/aging.parquet").exists()
-    }
-    return tuple(sorted(own | missing))
 
 
 def roll_table(buckets: pd.DataFrame, dates: Dates, labels: list[str]) -> pd.DataFrame:
@@ -314,10 +313,11 @@ def _read_lake(root: Any, area: str, day: date, name: str) -> pd.DataFrame | Non
     return lake.read_parquet(path) if path.exists() else None
 
 
-def recovery_cohort(engine: sa.Engine, root: Any, dates: Dates) -> pd.DataFrame:
+def recovery_cohort(engine: sa.Engine, root: Any, dates: Dates, paid: pd.DataFrame) -> pd.DataFrame:
     """The debtors segmented on the cohort day with an overdue balance then: segment, arm, the
     first contact planned for them that day (wave step and template, ``none`` for a debtor
-    not contacted) and the money allocated to them in that currency since, per day."""
+    not contacted) and the money allocated to them in that currency since (``paid``:
+    ``allocations_since`` the cohort day)."""
     columns = [
         "debtor_id",
         "segment",
@@ -353,7 +353,6 @@ def recovery_cohort(engine: sa.Engine, root: Any, dates: Dates) -> pd.DataFrame:
     cohort = cohort.merge(first[["debtor_id", "step", "template"]], on="debtor_id", how="left")
     cohort[["step", "template"]] = cohort[["step", "template"]].fillna("none")
     cohort[["experiment", "arm"]] = cohort[["experiment", "arm"]].fillna("")
-    paid = allocations_since(engine, dates.cohort, dates.as_of)
     total = paid.groupby(["debtor_id", "currency"], as_index=False)["amount_minor"].sum()
     cohort = cohort.merge(total, on=["debtor_id", "currency"], how="left")
     cohort["collected_minor"] = cohort["amount_minor"].fillna(0).astype("int64")
@@ -427,7 +426,7 @@ def uplift_table(cohort: pd.DataFrame, confidence: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).assign(confidence=confidence)
 
 
-def recovery_curve(engine: sa.Engine, cohort: pd.DataFrame, dates: Dates) -> pd.DataFrame:
+def recovery_curve(cohort: pd.DataFrame, dates: Dates, paid: pd.DataFrame) -> pd.DataFrame:
     """Cumulative recovery rate by day since the cohort day, per arm (``all`` without one), in
     the cohort's main currency: the recovery curves."""
     if dates.cohort is None or cohort.empty:
@@ -435,7 +434,6 @@ def recovery_curve(engine: sa.Engine, cohort: pd.DataFrame, dates: Dates) -> pd.
     currency = cohort.groupby("currency")["overdue_minor"].sum().idxmax()
     part = cohort[cohort["currency"] == currency]
     group = part["arm"].where(part["arm"] != "", "all")
-    paid = allocations_since(engine, dates.cohort, dates.as_of)
     paid = paid[paid["currency"] == currency].merge(
         part[["debtor_id"]].assign(group=group.to_numpy()), on="debtor_id"
     )
@@ -507,7 +505,8 @@ def kpi_tables(engine: sa.Engine, root: Any, cfg: Config, as_of: date) -> dict[s
     dates = snapshot_dates(engine, as_of, cfg)
     labels = cfg.aging.labels()
     buckets = buckets_on(engine, (as_of, *([dates.begin] if dates.begin else [])))
-    open_rows = open_by_due(engine, trend_days_to_scan(root, dates))
+    stored = stored_aging(root, dates)
+    open_rows = open_by_due(engine, days_to_scan(dates, stored))
     money = money_kpis(engine, dates, cfg, open_rows)
     today = buckets[buckets["as_of"] == as_of]
     before = buckets[buckets["as_of"] == dates.begin]
@@ -525,7 +524,12 @@ def kpi_tables(engine: sa.Engine, root: Any, cfg: Config, as_of: date) -> dict[s
             },
         ]
     )
-    cohort = recovery_cohort(engine, root, dates)
+    paid = (
+        allocations_since(engine, dates.cohort, as_of)
+        if dates.cohort
+        else pd.DataFrame(columns=["debtor_id", "currency", "booked_on", "amount_minor"])
+    )
+    cohort = recovery_cohort(engine, root, dates, paid)
     kpi_frame = pd.concat([money, counts], ignore_index=True).assign(
         as_of=as_of,
         period_start=dates.start,
@@ -533,12 +537,12 @@ def kpi_tables(engine: sa.Engine, root: Any, cfg: Config, as_of: date) -> dict[s
     )
     return {
         "kpis": kpi_frame,
-        "aging": aging_trend(root, open_rows, tuple(sorted({*dates.trend, as_of})), as_of, cfg),
+        "aging": aging_trend(open_rows, stored, dates, cfg),
         "roll_rates": roll_table(buckets, dates, labels).assign(
             from_date=dates.begin, to_date=as_of
         ),
         "recovery": recovery_by(cohort).assign(cohort_date=dates.cohort, to_date=as_of),
-        "recovery_curve": recovery_curve(engine, cohort, dates).assign(cohort_date=dates.cohort),
+        "recovery_curve": recovery_curve(cohort, dates, paid).assign(cohort_date=dates.cohort),
         "uplift": uplift_table(cohort, cfg.reports.confidence).assign(cohort_date=dates.cohort),
         "liquidation": liquidation(engine, as_of),
     }
