@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import shutil
 
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def pin_clock(monkeypatch):
+    """Pin the product clock (``dunning.clock``) for this test; call again to move it on (a later
+    wave of the same day).  Business dates are pinned separately: ``tests.pinned.TODAY``."""
+    from dunning import clock
+
+    def pin(at: str | datetime) -> None:
+        instant = datetime.fromisoformat(at) if isinstance(at, str) else at
+        monkeypatch.setenv(clock.PIN, instant.isoformat())
+
+    return pin
 
 
 @pytest.fixture

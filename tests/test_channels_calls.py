@@ -11,6 +11,8 @@ import pytest
 
 from dunning.channels.calls import DIALER_COLUMNS, call_windows, dialer_file
 
+pytestmark = pytest.mark.clock  # dates and hours: the clock guard moves the clock under it
+
 NY, LA, LONDON = "America/New_York", "America/Los_Angeles", "Europe/London"
 WEEKDAYS = 0b0011111  # Monday..Friday
 NO_WINDOWS = pd.DataFrame({"row": [], "weekdays": [], "start": [], "end": []}, dtype="int64")

@@ -36,6 +36,7 @@ from dunning.demo import demo_clock, use_sms_feedback
 from dunning.generate import generate
 from dunning.reports import daily
 from tests.cluster_support import deployment_inputs
+from tests.pinned import TODAY
 
 pytestmark = [
     pytest.mark.services,
@@ -52,9 +53,8 @@ JUMP_GATES = ["ROW_CHANGE", "BALANCE_CHANGE"]
 
 
 def two_weeks_before_this_one() -> tuple[date, date, list[date]]:
-    """Monday and Sunday of the two calendar weeks before the current one, and their weekdays."""
-    today = datetime.now(ZONE).date()
-    monday = today - timedelta(days=today.weekday() + 14)
+    """Monday and Sunday of the two calendar weeks before the pinned one, and their weekdays."""
+    monday = TODAY - timedelta(days=TODAY.weekday() + 14)
     sunday = monday + timedelta(days=13)
     days = [monday + timedelta(days=i) for i in range(14)]
     return monday, sunday, [d for d in days if d.weekday() < 5]
@@ -92,7 +92,7 @@ def backfill_setup(
     root = tmp_path_factory.mktemp("backfill")
     first, last, days = two_weeks_before_this_one()
     config = dated_drops(root / "drops", days, Path(sms_server.extra["dir"]))
-    now = demo_clock(datetime.now(ZONE).date())  # a weekday afternoon had they not been backfills
+    now = demo_clock(TODAY)  # a weekday afternoon had they not been backfills
     with deployment_inputs(
         "backfill", config, now, postgres_server, s3_server, smtp_server, sms_server
     ) as inputs:

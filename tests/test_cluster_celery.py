@@ -48,10 +48,11 @@ from dunning import lake, ledger, waves
 from dunning.cluster import Cluster, running_cluster
 from dunning.config import load_config
 from dunning.demo import demo_clock, use_sms_feedback
-from dunning.generate import business_today, generate
+from dunning.generate import generate
 from dunning.reports import summary_key
 from dunning.services import LOOPBACK
 from tests.cluster_support import deployment_inputs
+from tests.pinned import TODAY
 from tests.services_fixtures import _in_ci
 
 pytestmark = [
@@ -62,7 +63,6 @@ pytestmark = [
 ]
 
 DAG_ID = "dunning_daily"
-TODAY = business_today()  # the generated portfolio's date (New York)
 DEBTORS = 150  # small and fast; about the least for every feed to have rows
 WORKERS = 2
 SHARDS = 2  # channels.render_shards of the generated config
@@ -189,7 +189,11 @@ def test_debtor_shards_of_one_run_spread_over_both_workers_with_the_single_worke
     run_id = cluster.api(
         "POST",
         f"dags/{DAG_ID}/dagRuns",
-        {"logical_date": None, "conf": {"as_of": TODAY.isoformat(), "dry_run": True}},
+        {
+            "logical_date": None,
+            "run_after": demo_clock(TODAY),  # due on the pinned day, as the product clock says
+            "conf": {"as_of": TODAY.isoformat(), "dry_run": True},
+        },
     )["dag_run_id"]
     run = finished(cluster, run_id)
     tasks = cluster.task_states(DAG_ID)[run_id]

@@ -144,6 +144,7 @@ def explain(**fields) -> dict:
     return out
 
 
+@pytest.mark.clock
 @pytest.mark.parametrize(
     ("at", "zones", "expected"),
     [
@@ -169,6 +170,7 @@ def test_a_contact_blocked_only_by_the_clock_gets_the_next_allowed_time(at, zone
     assert out["next_allowed_at"] == expected
 
 
+@pytest.mark.clock
 def test_the_next_window_also_skips_designated_times():
     out = explain(
         at="2026-11-23T12:00:00Z",  # Monday 07:00 EST
@@ -181,6 +183,7 @@ def test_the_next_window_also_skips_designated_times():
     assert out["next_allowed_at"] == "2026-11-23T17:30:00Z"  # 12:30 EST
 
 
+@pytest.mark.clock
 def test_no_allowed_time_within_two_days_gives_none():
     out = explain(
         at="2026-11-23T12:00:00Z",
@@ -192,6 +195,7 @@ def test_no_allowed_time_within_two_days_gives_none():
     assert out["reasons"] == ["OUTSIDE_HOURS"] and out["next_allowed_at"] is None
 
 
+@pytest.mark.clock
 def test_a_contact_blocked_for_more_than_the_clock_is_not_rescheduled():
     out = explain(at="2026-11-23T12:00:00Z", debtor={"timezones": ["UTC"], "bankruptcy": True})
     assert out["reasons"] == ["BANKRUPTCY"]
@@ -342,6 +346,7 @@ def row(frame, debtor, channel):
     return frame.loc[f"{debtor}:s:step:{channel}:{AS_OF}"]
 
 
+@pytest.mark.clock
 def test_daily_decisions_record_status_reasons_version_and_snapshot(day):
     url, root, key = day
     add_events(
@@ -393,6 +398,7 @@ def test_an_invoice_dispute_outside_the_uk_leaves_the_debtor_contactable(day):
     assert row(frame, "D1", "email")["reasons"] == "DISPUTE_PENDING"
 
 
+@pytest.mark.clock
 def test_an_opt_out_received_after_the_plan_was_made_blocks_the_contact(day):
     url, root, key = day
     _, frame = decide(url, root, key)
@@ -404,6 +410,7 @@ def test_an_opt_out_received_after_the_plan_was_made_blocks_the_contact(day):
     assert result["contacts_suppressed"]["CHANNEL_OPT_OUT"] == 2  # with D5's sms
 
 
+@pytest.mark.clock
 def test_a_backfill_sees_the_state_as_of_its_date(day):
     url, root, key = day
     add_events(url, ("D6", "bankruptcy", None, date(2026, 11, 10), None))
@@ -418,6 +425,7 @@ def test_a_backfill_sees_the_state_as_of_its_date(day):
     assert row(frame, "D6", "call")["reasons"] == "BANKRUPTCY"
 
 
+@pytest.mark.clock
 def test_new_york_city_counts_the_days_own_contacts_and_earlier_attempts(day):
     url, root, key = day
     add_attempts(
@@ -431,6 +439,7 @@ def test_new_york_city_counts_the_days_own_contacts_and_earlier_attempts(day):
     assert row(frame, "D2", "sms")["reasons"] == "STATE_FREQUENCY"
 
 
+@pytest.mark.clock
 def test_a_conversation_last_week_pauses_calls_but_not_email(day):
     url, root, key = day
     add_attempts(url, ("D6", datetime(2026, 11, 17, 16, tzinfo=UTC), "call", True))  # day 1

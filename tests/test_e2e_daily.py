@@ -6,9 +6,8 @@ import email
 import email.policy
 import io
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -17,13 +16,13 @@ import yaml
 
 from dunning import ledger, reports, sms_sink
 from dunning.compliance import REASONS
-from dunning.generate import business_today
+from dunning.demo import demo_clock
 from dunning.reports import SUMMARY_FIELDS, daily, html
 from dunning.smtp_sink import ENVELOPE_TO
+from tests.pinned import TODAY
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow]
 
-TODAY = business_today()  # the portfolio runs on New York dates
 REPO_SCREENSHOTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
 
 
@@ -41,6 +40,7 @@ def get_json(client, bucket, key):
     return json.loads(get_bytes(client, bucket, key))
 
 
+@pytest.mark.clock
 def test_daily_run_puts_snapshot_and_summary_on_s3(daily_env, s3_client, s3_bucket, tmp_path):
     from tests.browser import check_page, chromium_path
 
@@ -232,11 +232,11 @@ def test_the_wave_reaches_every_channel_exactly_once(
 
 
 def test_contacts_outside_their_hours_wait_for_a_later_wave_of_the_day(
-    daily_env, s3_client, s3_bucket, monkeypatch, tmp_path
+    daily_env, s3_client, s3_bucket, pin_clock, tmp_path
 ):
     daily_env(TODAY)
     # 14:30 UTC: morning in New York, but 06:30 in Los Angeles -- too early for some debtors
-    monkeypatch.setenv("DUNNING_NOW", f"{TODAY.isoformat()}T14:30:00Z")
+    pin_clock(f"{TODAY.isoformat()}T14:30:00+00:00")
     state, tasks = run({"as_of": TODAY.isoformat()})
     assert state == "success", tasks
     summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
@@ -244,7 +244,7 @@ def test_contacts_outside_their_hours_wait_for_a_later_wave_of_the_day(
     assert waiting > 0, summary["messages_waiting"]
     sent_early = summary["messages_sent"]
 
-    monkeypatch.setenv("DUNNING_NOW", f"{TODAY.isoformat()}T17:30:00Z")  # 09:30 in LA
+    pin_clock(f"{TODAY.isoformat()}T17:30:00+00:00")  # 09:30 in LA
     state, tasks = run({"as_of": TODAY.isoformat()}, dag_id="dunning_waves")
     assert state == "success", tasks
     later = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))["messages_sent"]
@@ -255,11 +255,13 @@ def test_contacts_outside_their_hours_wait_for_a_later_wave_of_the_day(
     assert (rows["status"] == "sent").sum() == sum(later.values())
 
 
+@pytest.mark.clock
 def test_past_date_is_a_backfill_that_previews_and_sends_nothing(
-    daily_env, s3_client, s3_bucket, smtp_server
+    daily_env, s3_client, s3_bucket, smtp_server, pin_clock
 ):
     past = TODAY - timedelta(days=10)
-    daily_env(past)
+    daily_env(past)  # the portfolio as it stood then, the run started today
+    pin_clock(demo_clock(TODAY))
     maildir = Path(smtp_server.extra["maildir"])
     before = set(maildir.glob("*.eml"))
     state, tasks = run({"as_of": past.isoformat()})
@@ -313,11 +315,10 @@ def test_wrong_source_stops_the_run_before_the_ledger(
 def test_run_without_logical_date_takes_the_day_it_was_due(daily_env, s3_client, s3_bucket):
     """A run triggered with no logical date (allowed in Airflow 3) is for the day it was due,
     in the portfolio's time zone; the generated config schedules in America/New_York."""
-    today_there = datetime.now(ZoneInfo("America/New_York")).date()
-    daily_env(today_there)
+    daily_env(TODAY)  # the clock: TODAY 16:30 UTC, 11:30 in New York
     state, tasks = run({}, logical_date=None)
     assert state == "success", tasks
-    summary = get_json(s3_client, s3_bucket, reports.summary_key(today_there))
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
     assert summary["backfill"] is False
 
 

@@ -19,7 +19,9 @@ import sqlalchemy as sa
 import yaml
 
 from dunning import ledger, reports
-from tests.test_e2e_daily import TODAY, get_bytes, get_json, run
+from dunning.demo import demo_clock
+from tests.pinned import TODAY
+from tests.test_e2e_daily import get_bytes, get_json, run
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow]
 
@@ -37,7 +39,7 @@ def _placements(url: str) -> pd.DataFrame:
 
 
 def test_accounts_past_cutoff_reach_their_agency_once_and_come_back_when_paid(
-    daily_env, s3_client, s3_bucket, tmp_path
+    daily_env, s3_client, s3_bucket, tmp_path, pin_clock
 ):
     daily_env(YESTERDAY, debtors=300)
     portfolio = tmp_path / "portfolio"
@@ -48,8 +50,9 @@ def test_accounts_past_cutoff_reach_their_agency_once_and_come_back_when_paid(
     (portfolio / "cards").mkdir()
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     yesterday_noon = datetime.combine(YESTERDAY, datetime.min.time(), UTC) + timedelta(hours=12)
+    pin_clock(yesterday_noon)
 
-    state, tasks = run({"as_of": YESTERDAY.isoformat()}, run_after=yesterday_noon)
+    state, tasks = run({"as_of": YESTERDAY.isoformat()})
     assert state == "success", tasks
     summary = get_json(s3_client, s3_bucket, reports.summary_key(YESTERDAY))
     assert summary["accounts_placed"] > 5
@@ -88,8 +91,8 @@ def test_accounts_past_cutoff_reach_their_agency_once_and_come_back_when_paid(
     assert not plan["debtor_id"].isin(placed["debtor_id"]).any()
 
     # The same date again: the same objects, untouched, and no second placement.
-    later = yesterday_noon + timedelta(hours=1)
-    state, tasks = run({"as_of": YESTERDAY.isoformat()}, run_after=later)
+    pin_clock(yesterday_noon + timedelta(hours=1))
+    state, tasks = run({"as_of": YESTERDAY.isoformat()})
     assert state == "success", tasks
     assert _objects(s3_client, s3_bucket) == objects
     again = _placements(url)
@@ -130,6 +133,7 @@ def test_accounts_past_cutoff_reach_their_agency_once_and_come_back_when_paid(
         lines.append(f"T,,,{mine['balance_minor'].sum() + error},{len(mine)}")
         (inbox / f"ack_{YESTERDAY}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
+    pin_clock(demo_clock(TODAY))
     state, tasks = run({"as_of": TODAY.isoformat()})
     assert state == "failed" and tasks["summarize"] == "failed", tasks
     assert tasks["place"] == "success" and tasks["send_email"] == "success", tasks

@@ -549,6 +549,7 @@ def test_collect_feedback_updates_the_ledger_once(
     assert ("sms", "D2", "sms", "sms_stop", date(2026, 11, 24)) in _events(ledger_engine)
 
 
+@pytest.mark.clock
 def test_a_backfill_does_not_see_later_events(ledger_engine, sms_file):
     _seed(ledger_engine)
     sms, _ = feedback.read_sms_events(sms_file)

@@ -87,6 +87,7 @@ def test_days_accumulate_and_debtors_keep_first_seen(tmp_path, ledger_url):
     assert previous["erp_us"]["rows"] == 2
 
 
+@pytest.mark.clock
 def test_backfill_never_brings_back_old_consent_or_opt_outs(tmp_path, ledger_url):
     ledger.migrate(ledger_url)
     today, past = date(2026, 11, 23), date(2026, 11, 10)

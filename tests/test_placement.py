@@ -59,6 +59,7 @@ def _placements(engine: sa.Engine) -> pd.DataFrame:
         return pd.read_sql(sa.select(ledger.PlacedAccount.__table__), conn)
 
 
+@pytest.mark.clock
 def test_a_backfill_previews_and_a_real_run_places_once(day):
     place, engine, root, tmp_path, _ = day
     preview = place(publish=False)

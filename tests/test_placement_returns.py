@@ -67,7 +67,7 @@ def setup(ledger_engine: sa.Engine, tmp_path: Path):
     out = {
         "sha256": "0" * 64, "agency": "acme", "as_of": date(2026, 11, 23), "direction": "out",
         "kind": "placements", "name": FILE, "rows": 2, "total_minor": 30_000,
-        "status": "published", "error": None, "recorded_at": datetime.now(UTC),
+        "status": "published", "error": None, "recorded_at": datetime(2026, 11, 23, 16, 30, tzinfo=UTC),
     }  # fmt: skip
     with ledger_engine.begin() as conn:
         bulk_insert(conn, PlacedAccount.__table__, rows[PLACEMENT_COLUMNS])

@@ -186,10 +186,12 @@ def test_empty_source_stops_the_run(tmp_path):
     assert "EMPTY" in gates_of(run(tmp_path, []))
 
 
+@pytest.mark.clock
 def test_stale_source_stops_the_run(tmp_path):
     assert gates_of(run(tmp_path, [invoice("INV-1")], erp_as_of="20/11/2026")) == {"STALE"}
 
 
+@pytest.mark.clock
 def test_source_newer_than_the_run_date_stops_a_backfill(tmp_path):
     assert gates_of(run(tmp_path, [invoice("INV-1")], erp_as_of="24/11/2026")) == {"SOURCE_AHEAD"}
 

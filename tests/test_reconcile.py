@@ -281,6 +281,7 @@ def test_a_day_without_payments_and_undo_lines_that_take_too_much(book) -> None:
     assert q.loc[q["source_row"].astype(int) == 5, "reason"].tolist() == ["NEGATIVE_AMOUNT"]
 
 
+@pytest.mark.clock
 def test_a_backfill_never_instructs_the_processor(book) -> None:
     """Retry instructions of a backfill or dry run are a preview: no card is charged for a
     past date."""

@@ -13,6 +13,8 @@ from dunning.channels import Outcome, ProviderError
 from dunning.config import Config
 from tests.factories import ledger_debtor
 
+pytestmark = pytest.mark.clock  # dates and hours: the clock guard moves the clock under it
+
 AS_OF = date(2026, 11, 23)
 NOON = pd.Timestamp("2026-11-23T16:30:00Z")  # inside hours from Los Angeles to Riyadh
 DEBTORS = [
@@ -46,8 +48,10 @@ def config(**extra) -> Config:
 
 
 @pytest.fixture
-def day(ledger_engine, tmp_path):
-    """Four debtors with open, disputed, credit and other-currency items; a decided plan."""
+def day(ledger_engine, tmp_path, pin_clock):
+    """Four debtors with open, disputed, credit and other-currency items; a decided plan; the
+    product clock at NOON of the day."""
+    pin_clock(NOON)
     engine = ledger_engine
     root = lake.root((tmp_path / "lake").as_uri())
     with engine.begin() as conn:
@@ -220,7 +224,7 @@ def send(day, wave_key, channel, transport, claim="run|x|1"):
     engine, root = day
     return waves.send_wave(
         config(), AS_OF, root, engine, wave_key, channel,
-        mode=waves.Mode(True, "send"), claim=claim, transport=lambda: transport, now=NOON,
+        mode=waves.Mode(True, "send"), claim=claim, transport=lambda: transport,
     )  # fmt: skip
 
 
@@ -284,7 +288,7 @@ def test_a_refused_message_is_failed_and_a_provider_outage_releases_it(day):
     assert send(day, result["wave"], "sms", retry, claim="run|sms|2")["sent"] == 1
 
 
-def test_the_gate_asks_again_at_send_time(day):
+def test_the_gate_asks_again_at_send_time(day, pin_clock):
     engine, _ = day
     result, _ = prepare(day)
     with engine.begin() as conn:  # D3 unsubscribed after this morning's decisions
@@ -295,11 +299,10 @@ def test_the_gate_asks_again_at_send_time(day):
         )  # fmt: skip
     recorder = Recorder()
     _, root = day
-    late_evening = pd.Timestamp("2026-11-24T03:30:00Z")  # 21:30 in Chicago, 06:30 in Riyadh
+    pin_clock("2026-11-24T03:30:00Z")  # late evening: 21:30 in Chicago, 06:30 in Riyadh
     outcome = waves.send_wave(
         config(), AS_OF, root, engine, result["wave"], "email",
         mode=waves.Mode(True, "send"), claim="c|email|1", transport=lambda: recorder,
-        now=late_evening,
     )  # fmt: skip
     rows = messages(engine)
     assert rows.loc[key("D3", "email"), "status"] == "suppressed"
@@ -307,6 +310,7 @@ def test_the_gate_asks_again_at_send_time(day):
     # the others are only outside their hours now: they wait for a later wave, unclaimed
     assert outcome["waiting"] == 3 and recorder.sent == []
     assert set(rows.index) == {key("D3", "email")}
+    pin_clock(NOON)
     assert send(day, result["wave"], "email", Recorder(), claim="c|email|2")["sent"] == 3
 
 
@@ -318,7 +322,7 @@ def test_an_sms_over_its_segment_cap_fails_instead_of_being_cut(day):
     recorder = Recorder()
     outcome = waves.send_wave(
         cfg, AS_OF, root, engine, result["wave"], "sms",
-        mode=waves.Mode(True, "send"), claim="c|sms|1", transport=lambda: recorder, now=NOON,
+        mode=waves.Mode(True, "send"), claim="c|sms|1", transport=lambda: recorder,
     )  # fmt: skip
     row = messages(engine).loc[key("D1", "sms")]
     if outcome.get("failed"):

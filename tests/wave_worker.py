@@ -8,12 +8,13 @@ what the DAG's send task does, minus Airflow's context.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from dunning import lake, ledger, waves
+from dunning import clock, lake, ledger, waves
 from dunning.channels.email import SmtpSettings
 from dunning.channels.sms import SmsSettings
 from dunning.config import load_config
@@ -21,6 +22,7 @@ from dunning.config import load_config
 
 def main(setup_file: str, channel: str) -> int:
     setup = json.loads(Path(setup_file).read_text())
+    os.environ[clock.PIN] = setup["now"]  # the send task's clock, as the test pinned it
     cfg = load_config(setup["config"])
     transports = {
         "email": lambda: waves.EmailTransport(
@@ -53,7 +55,6 @@ def main(setup_file: str, channel: str) -> int:
             mode=waves.Mode(True, "send"),
             claim=waves.new_claim("kill-test", channel),
             transport=transports[channel],
-            now=pd.Timestamp(setup["now"]),
         )
     print(json.dumps(result))
     return 0

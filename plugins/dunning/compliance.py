@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from dunning import lake
+from dunning import clock, lake
 from dunning.config import Config, Policy
 from dunning.feedback import channel_opt_outs
 from dunning.ledger import (
@@ -837,7 +837,7 @@ def comply_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, plan_
             "send_at": send_at.to_numpy(),
             "rules_version": version,
             "snapshot_ids": snapshot_ids,
-            "decided_at": pd.Timestamp.now(tz="UTC").floor("s"),
+            "decided_at": clock.now().floor("s"),
         }
     )
     key = lake.partition("decisions", as_of) + "/decisions.parquet"

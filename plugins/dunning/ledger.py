@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from alembic.config import Config as AlembicConfig
 from pyarrow import csv as pacsv
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from dunning import lake
+from dunning import clock, lake
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 INSERT_CHUNK = 50_000
@@ -543,7 +543,7 @@ def load_snapshot(
         bulk_insert(conn, QuarantinedRow.__table__, q[QUARANTINE_COLUMNS])
         if len(debtors):
             _upsert_debtors(conn, debtors, as_of)
-        now = datetime.now(UTC)
+        now = clock.utcnow()
         conn.execute(
             sa.insert(Snapshot.__table__),
             [

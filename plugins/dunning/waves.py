@@ -16,7 +16,6 @@ Two steps, so a crash in one channel never re-renders or re-sends another:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 import uuid
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from dunning import compliance, lake
+from dunning import clock, compliance, lake
 from dunning.channels import Outcome, ProviderError
 from dunning.config import Config
 from dunning.ledger import Debtor, InvoiceSnapshot, Message, insert_ignore
@@ -81,17 +80,6 @@ WAVE_COLUMNS = (
     "invoices",
     "send_at",
 )
-
-
-def clock() -> pd.Timestamp:
-    """Now, in UTC.  ``DUNNING_NOW`` pins it (an ISO instant) for demos, tests and replays: the
-    hours a message may go out depend on the clock, and a demo should not depend on the hour
-    someone runs it."""
-    pinned = os.environ.get("DUNNING_NOW")
-    if not pinned:
-        return pd.Timestamp.now(tz="UTC")
-    at = pd.Timestamp(pinned)
-    return at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
 
 
 @dataclass(frozen=True)
@@ -546,7 +534,6 @@ def send_each(
     as_of: date,
     claim: str,
     forced: str | None,
-    now: Callable[[], pd.Timestamp] = clock,
 ) -> Counter:
     """One provider call per message between a claim and a confirm.
 
@@ -566,7 +553,7 @@ def send_each(
                     if pending:
                         _finish(conn, pending[0], claim, pending[1])
                         pending = None
-                    record = _record(r, as_of, "sending", claim, now(), forced)
+                    record = _record(r, as_of, "sending", claim, clock.now(), forced)
                     if not conn.execute(_insert_ignore(conn), [record]).rowcount:
                         counts["skipped"] += 1
                         continue
@@ -592,7 +579,7 @@ def send_each(
                     r.contact_key,
                     {
                         "status": "sent",
-                        "sent_at": now().to_pydatetime(),
+                        "sent_at": clock.utcnow(),
                         "provider": outcome.provider,
                         "provider_id": outcome.provider_id,
                         "delivery_status": outcome.status,
@@ -643,7 +630,7 @@ class EmailTransport(Transport):
             unsubscribe_url=row.unsubscribe_url,
             unsubscribe_mailto=self.cfg.unsubscribe_mailto,
             reply_to=self.cfg.reply_to,
-            at=clock(),
+            at=clock.now(),
         )
         return self.sender.send(message, row.recipient)
 
@@ -746,7 +733,6 @@ def send_wave(
     claim: str,
     transport: Callable[[], Transport] | None = None,
     outbox: Any | None = None,
-    now: pd.Timestamp | None = None,
 ) -> dict:
     """Send one channel's part of the wave (``outbox``: where letter and call files go, by
     default the lake's ``outbox/``).  Before anything goes out the gate decides again at
@@ -755,7 +741,7 @@ def send_wave(
     result: dict[str, Any] = {"channel": channel, "mode": mode.why}
     if not mode.send:
         return {**result, "sent": 0, "skipped": f"nothing sent ({mode.why})"}
-    now = now if now is not None else clock()
+    now = clock.now()
     outbox = outbox if outbox is not None else root / "outbox"
     wave = lake.read_parquet(root / wave_key)
     rows = wave[wave["channel"] == channel]

@@ -13,14 +13,20 @@ from pathlib import Path
 
 from airflow.dag_processing.dagbag import DagBag
 
+from dunning import clock
+
 DAGS = Path(__file__).resolve().parents[3] / "dags"
 
 
 def run_dag(dag_id: str, conf: dict, **test_kwargs: object) -> tuple[str, dict[str, str]]:
     """Returns the run state and each task's state (mapped tasks as ``task[i]``).
 
-    ``test_kwargs`` go to ``dag.test`` (e.g. ``logical_date=None`` for a run without one).
+    ``test_kwargs`` go to ``dag.test``.  By default the run has no logical date and is due at
+    the product clock's now (``run_after``): a replay or a test that pins the clock runs the day
+    it pinned, not the day the machine says, and each run still gets its own run id.
     """
+    test_kwargs.setdefault("logical_date", None)
+    test_kwargs.setdefault("run_after", clock.utcnow())
     bag = DagBag(dag_folder=str(DAGS))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")

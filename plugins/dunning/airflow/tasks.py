@@ -25,6 +25,7 @@ from airflow.sdk import (
     task,
 )
 
+from dunning import clock
 from dunning import config as dconfig
 
 log = logging.getLogger("airflow.task")
@@ -169,6 +170,13 @@ def resolve_run() -> dict:
     """
     ctx = get_current_context()
     cfg = dconfig.load_config()
+    if (pin := clock.pinned()) is not None:
+        log.warning(
+            "The product clock is pinned to %s by %s: a replay, a demo or a test. "
+            "Production never pins it.",
+            pin.isoformat(),
+            clock.PIN,
+        )
     zone = ZoneInfo(cfg.schedule.timezone)
     params, dag_run = ctx["params"], ctx["dag_run"]
     due: datetime = dag_run.run_after
@@ -493,7 +501,7 @@ def _records_frame(records: list[dict]):  # -> pandas.DataFrame, imported only w
 def _mode(run: dict):  # -> waves.Mode
     from dunning import waves
 
-    return waves.sending_mode(run, waves.clock(), dconfig.load_config().schedule.timezone)
+    return waves.sending_mode(run, clock.now(), dconfig.load_config().schedule.timezone)
 
 
 def _object_root(url: str | None, default: ObjectStoragePath) -> ObjectStoragePath:

@@ -20,6 +20,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 
 import pandas as pd
 
+from dunning import clock
 from dunning.channels import Outcome, ProviderError, RateLimiter, Session
 
 CONTACT_HEADER = "X-Dunning-Contact"
@@ -79,7 +80,7 @@ def build_message(
     # one recipient.
     msg["To"] = formataddr((_one_line(to_name or ""), to_address), charset="utf-8")
     msg["Subject"] = Header(_one_line(subject), "utf-8")
-    msg["Date"] = format_datetime((at or pd.Timestamp.now(tz="UTC")).to_pydatetime())
+    msg["Date"] = format_datetime((at or clock.now()).to_pydatetime())
     msg["Message-ID"] = message_id(contact_key, sender)
     if reply_to:
         msg["Reply-To"] = reply_to

@@ -9,13 +9,13 @@ send back is loaded by ``returns``; ``economics`` recommends the cut-off.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from dunning import compliance, lake
+from dunning import clock, compliance, lake
 from dunning.config import Agency, Config
 from dunning.ledger import AgencyFile, ComplianceEvent, PlacedAccount, bulk_insert, insert_ignore
 from dunning.placement import files, records, selection
@@ -291,7 +291,7 @@ def _publish(
 def _log_files(engine: sa.Engine, agency: str, as_of: date, manifest: dict) -> None:
     """Each published file in ``agency_files`` once (by content hash): the exchange's audit
     trail, and what an agency's acknowledgement is checked against."""
-    now = datetime.now(UTC)
+    now = clock.utcnow()
     rows = [
         {
             "sha256": e["plaintext_sha256"],

@@ -11,14 +11,14 @@ import hashlib
 import io
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dunning import lake
+from dunning import clock, lake
 from dunning.config import Layout
 from dunning.errors import ConfigError
 from dunning.quality import neutralize
@@ -212,7 +212,7 @@ def publish(
         "schema_version": SCHEMA_VERSION,
         "files": entries,
         "encryption": {"server_side": sse, "kms_key_id": kms_key_id, "pgp_key": fingerprint},
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": clock.utcnow().isoformat(timespec="seconds"),
     }
     lake.write_json(manifest_path, manifest, **put)
     return {**manifest, "changed": True}

@@ -129,7 +129,7 @@ def build_records(
     master = debtors.drop_duplicates("debtor_id", keep="last").set_index("debtor_id").reindex(ids)
     master = master.reindex(columns=list(dict.fromkeys([*master.columns, *MASTER_FIELDS])))
     placed_on = pd.to_datetime(acc["placed_on"])
-    items = _placed_invoices(invoices, acc, placed_on.min().date() if n else date.today())
+    items = _placed_invoices(invoices, acc, placed_on.min().date() if n else date.min)
     by_debtor = items.groupby("debtor_id")
     amount = by_debtor["amount_minor"].sum().reindex(ids).fillna(0).astype("int64").to_numpy()
     balance = acc["balance_minor"].astype("int64").to_numpy()

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from dunning import clock
 from dunning.config import Agency, Config
 from dunning.ledger import AgencyFile, AgencyPayment, PlacedAccount, insert_ignore
 
@@ -182,7 +183,7 @@ def _log(
                 "total_minor": total,
                 "status": status,
                 "error": error,
-                "recorded_at": datetime.now(UTC),
+                "recorded_at": clock.utcnow(),
             }
         ],
     )

@@ -7,10 +7,10 @@ a source gate still writes its summary, with the gates that stopped it.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
-from dunning import lake
+from dunning import clock, lake
 
 SUMMARY_FIELDS = (
     "as_of",
@@ -163,7 +163,7 @@ def build_summary(
             }
             for name, st in sources.items()
         },
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": clock.utcnow().isoformat(timespec="seconds"),
     }
 
 
@@ -196,7 +196,7 @@ def refresh_messages(root: Any, as_of: date, messages: dict[str, dict[str, int]]
     summary["messages_failed"] = messages.get("failed", {})
     summary["messages_unknown"] = messages.get("unknown", {})
     summary["messages_suppressed_at_send"] = messages.get("suppressed", {})
-    summary["messages_refreshed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    summary["messages_refreshed_at"] = clock.utcnow().isoformat(timespec="seconds")
     lake.write_json(path, summary)
     return summary
 
