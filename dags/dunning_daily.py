@@ -97,7 +97,7 @@ from dunning.airflow.risk_tasks import load_history
     deadline=alerts.deadline("dunning_daily"),
 )
 def dunning_daily() -> None:
-    run = t.resolve_run()
+    run = t.resolve_run(hold_date=True)
     extracts = t.extract.partial(run=run).expand(source=t.select_sources())
     validated = t.validate(run=run, extracts=extracts)
     loaded = t.load_ledger(run=run, validated=validated)

@@ -52,9 +52,10 @@ export PYTHONPATH="$PWD/plugins:$PWD"
 
 # The deployment tests (marker "cluster": a real scheduler, workers and UI on loopback) spend
 # most of their time waiting on those processes, so a full run starts them beside the rest of
-# the suite, each pytest with its own servers; their output follows the main run's.  The clock
-# guard (marker "clock_guard": the date- and hour-sensitive tests again at four moved instants)
-# runs in that second pytest too.  With arguments (a file, -k, ...) it is one plain pytest run.
+# the suite, each pytest with its own servers; their output follows the main run's.  Half of
+# the clock guard (tests/test_clock_guard.py: the date- and hour-sensitive tests again at four
+# moved instants; marker "clock_guard") runs in that second pytest too, to even the two out.
+# With arguments (a file, -k, ...) it is one plain pytest run.
 no_tests() { echo "pytest collected no tests ($1): that is a failure, not a pass" >&2; }
 set +e
 if [ "$#" -gt 0 ]; then

@@ -33,6 +33,13 @@ def parsed(msg):
     return email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
 
 
+def test_bidi_controls_never_reach_the_display_name():
+    """U+202E in a name from the AR data would make the mail client show it reversed."""
+    msg = parsed(_message(to_name="Jane \u202egnp.exe\u202c Smith\u2066"))
+    assert msg["To"].addresses[0].display_name == "Jane gnp.exe Smith"
+    assert msg["To"].addresses[0].addr_spec == "jane@example.com"
+
+
 def test_a_reminder_carries_one_click_unsubscribe_and_both_bodies():
     msg = parsed(_message())
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

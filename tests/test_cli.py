@@ -141,18 +141,42 @@ def test_review_lists_unknown_sends_and_resolves_them(tmp_path):
             sa.insert(ledger.Message.__table__),
             [
                 {**row, "contact_key": "D1:s:a:email:2026-11-23", "status": "unknown"},
-                {**row, "contact_key": "D2:s:a:email:2026-11-23", "status": "sent"},
+                {
+                    **row,
+                    "contact_key": "D2:s:a:email:2026-11-23",
+                    "status": "sent",
+                    "debtor_id": "D2",
+                },
+                # a crash left this one mid-send, and no later send of that day came
+                {
+                    **row,
+                    "contact_key": "D3:s:a:sms:2026-11-23",
+                    "status": "sending",
+                    "debtor_id": "D3",
+                    "channel": "sms",
+                },
             ],
         )
-    listed = dunning("review", DUNNING_LEDGER_URL=url)
+    listed = dunning("review", DUNNING_LEDGER_URL=url, DUNNING_NOW="2026-11-24T09:00:00Z")
     assert listed.returncode == 0, listed.stderr
     keys = [json.loads(line)["contact_key"] for line in listed.stdout.splitlines()]
-    assert keys == ["D1:s:a:email:2026-11-23"]
+    assert keys == ["D1:s:a:email:2026-11-23", "D3:s:a:sms:2026-11-23"]
     half = dunning("review", "--resolve", "D1:s:a:email:2026-11-23", DUNNING_LEDGER_URL=url)
     assert half.returncode == 2 and "--outcome" in half.stderr
-    done = dunning(
-        "review", "--resolve", "D1:s:a:email:2026-11-23", "--outcome", "not-delivered",
-        "--note", "provider log checked", DUNNING_LEDGER_URL=url,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    for key, outcome in (("D1:s:a:email", "not-delivered"), ("D3:s:a:sms", "delivered")):
+        done = dunning(
+            "review", "--resolve", f"{key}:2026-11-23", "--outcome", outcome,
+            "--note", "provider log checked", "--by", "ops-anna", DUNNING_LEDGER_URL=url,
+            DUNNING_NOW="2026-11-24T09:05:00Z",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
     assert dunning("review", DUNNING_LEDGER_URL=url).stdout == ""
+    with ledger.ledger(url) as engine, engine.connect() as conn:
+        kept = conn.execute(sa.select(ledger.Message.__table__)).mappings().all()
+    reviewed = {r["contact_key"]: r for r in kept if r["reviewed_by"]}
+    # Who, when and what: kept.  The not-delivered contact's key is free for the day's next wave.
+    assert set(reviewed) == {"D1:s:a:email:2026-11-23#review1", "D3:s:a:sms:2026-11-23"}
+    assert reviewed["D1:s:a:email:2026-11-23#review1"]["status"] == "not_delivered"
+    assert reviewed["D3:s:a:sms:2026-11-23"]["status"] == "sent"
+    assert all(r["reviewed_by"] == "ops-anna" for r in reviewed.values())
+    assert all(r["error"] == "review: provider log checked" for r in reviewed.values())

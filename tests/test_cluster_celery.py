@@ -228,8 +228,10 @@ def test_debtor_shards_of_one_run_spread_over_both_workers_with_the_single_worke
     assert sum(summary["messages_previewed"].values()) > 0, "the day has contacts due"
 
     # Each shard rendered its own debtors, and both had some: the work really was split.
-    day = lake.partition("waves", TODAY)
-    parts = [read_parquet(client, bucket, f"{day}/shard={k}/wave.parquet") for k in range(SHARDS)]
+    parts = [
+        read_parquet(client, bucket, waves.wave_key(TODAY, sending=False, shard=k))
+        for k in range(SHARDS)
+    ]
     assert all(len(part) > 0 for part in parts), [len(p) for p in parts]
     debtors = [set(part["debtor_id"]) for part in parts]
     assert not debtors[0] & debtors[1]
@@ -237,7 +239,7 @@ def test_debtor_shards_of_one_run_spread_over_both_workers_with_the_single_worke
         assert (waves.shard_of(pd.Series(sorted(ids), dtype="str"), SHARDS) == k).all()
 
     # The merged wave the senders read is the wave a single worker renders for the day.
-    merged = read_parquet(client, bucket, f"{day}/wave.parquet")
+    merged = read_parquet(client, bucket, waves.wave_key(TODAY, sending=False))
     merged = merged.sort_values("contact_key", ignore_index=True)
     single = single_process_wave(celery_setup, summary, tmp_path / "single")
     single = single.sort_values("contact_key", ignore_index=True)

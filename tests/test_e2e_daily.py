@@ -322,12 +322,33 @@ def test_run_without_logical_date_takes_the_day_it_was_due(daily_env, s3_client,
     assert summary["backfill"] is False
 
 
-def test_sources_param_limits_the_run_and_rejects_unknown_names(daily_env, s3_client, s3_bucket):
+def test_sources_param_reruns_part_of_a_day_and_rejects_unknown_names(
+    daily_env, s3_client, s3_bucket, tmp_path
+):
+    """Re-running one source after a late file touches only that source: the others come as the
+    day's run left them, so nobody goes missing, changes segment, or hears from us again."""
     daily_env(TODAY)
-    state, tasks = run({"as_of": TODAY.isoformat(), "sources": ["customers", "erp_us"]})
+    part = {"as_of": TODAY.isoformat(), "sources": ["customers", "erp_us"]}
+    state, tasks = run(part)  # no day to be partial about yet
+    assert state == "failed" and tasks["validate"] == "failed", tasks
+    state, tasks = run({"as_of": TODAY.isoformat()})
+    assert state == "success", tasks
+    whole = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
+    plan = pd.read_parquet(io.BytesIO(get_bytes(s3_client, s3_bucket, whole["plan_file"])))
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with ledger.ledger(url) as engine, engine.connect() as c:
+        sent = pd.read_sql(sa.select(ledger.Message.__table__), c)
+
+    state, tasks = run(part)
     assert state == "success", tasks
     summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
-    assert set(summary["sources"]) == {"customers", "erp_us"}
+    assert set(summary["sources"]) == {"customers", "erp_us", "ar_db"}  # ar_db as it was
+    assert summary["debtors_by_segment"] == whole["debtors_by_segment"]
+    again = pd.read_parquet(io.BytesIO(get_bytes(s3_client, s3_bucket, summary["plan_file"])))
+    assert sorted(again["contact_key"]) == sorted(plan["contact_key"])
+    with ledger.ledger(url) as engine, engine.connect() as c:
+        after = pd.read_sql(sa.select(ledger.Message.__table__), c)
+    assert sorted(after["contact_key"]) == sorted(sent["contact_key"])  # nobody heard twice
 
     # the form offers the configured sources only, so a typo is refused before any run exists
     from airflow.sdk.exceptions import ParamValidationError

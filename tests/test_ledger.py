@@ -145,3 +145,30 @@ def test_postgres_copy_keeps_awkward_text_exact(pg_url):
         ).all()
     assert [g.value for g in got] == texts
     assert all(g.raw is None for g in got)
+
+
+def test_migrations_give_every_model_its_table(ledger_url):
+    ledger.migrate(ledger_url)
+    with ledger.ledger(ledger_url) as engine:
+        tables = set(sa.inspect(engine).get_table_names())
+    assert set(ledger.Base.metadata.tables) <= tables
+
+
+def test_one_business_date_at_a_time_and_the_lease_ends_with_the_run(ledger_engine):
+    """Two dates at once gave order-dependent books: the second is refused, by name."""
+    from datetime import UTC, datetime, timedelta
+
+    from dunning.errors import DateBusy
+
+    noon = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    day, other = date(2026, 11, 23), date(2026, 11, 20)
+    ledger.take_lease(ledger_engine, "dunning_daily", day, "run-a", noon, hours=12)
+    ledger.take_lease(ledger_engine, "dunning_daily", day, "run-b", noon, hours=12)  # same day
+    with pytest.raises(DateBusy, match=r"run-b is working on 2026-11-23.*--max-active-runs 1"):
+        ledger.take_lease(ledger_engine, "dunning_daily", other, "run-c", noon, hours=12)
+    ledger.release_lease(ledger_engine, "dunning_daily", "run-b")
+    ledger.take_lease(ledger_engine, "dunning_daily", other, "run-c", noon, hours=12)
+    # a run that died without its summary holds the date only until its lease expires
+    later = noon + timedelta(hours=13)
+    ledger.take_lease(ledger_engine, "dunning_daily", day, "run-d", later, hours=12)
+    ledger.take_lease(ledger_engine, "dunning_waves", other, "run-e", later, hours=1)  # own lease

@@ -156,6 +156,20 @@ def test_publish_writes_files_then_manifest_and_a_rerun_changes_nothing(tmp_path
         notify.verify(root, "placements/agency=acme/as_of=2026-11-23/manifest.json")
 
 
+def test_a_published_delivery_is_never_rewritten(tmp_path):
+    """An agency may have loaded it already: other content for the same date is refused (and
+    said, for the log), the objects and the manifest stay as published."""
+    root = lake.root(tmp_path.as_uri())
+    part = files.DataFile("placements.csv", "placements", files.render(records(3), layout()), 3, 1)
+    files.publish(root, "acme", AS_OF, [part], creditor="Test Co")
+    folder = tmp_path / files.prefix("acme", AS_OF)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    other = files.DataFile("placements.csv", "placements", files.render(records(2), layout()), 2, 1)
+    again = files.publish(root, "acme", AS_OF, [other], creditor="Test Co")
+    assert not again["changed"] and again["differs"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_encrypted_publish_names_the_key_and_hashes_what_was_published(tmp_path, agency_gpg):
     public, _ = agency_gpg
     root = lake.root((tmp_path / "lake").as_uri())

@@ -212,10 +212,16 @@ def test_recalls_name_the_first_reason_and_skip_todays_placements():
             placement("all_disputed"),
             placement("asked_that_day", placed_on="2026-11-20"),
             placement("today", placed_on=str(AS_OF)),
+            placement("missing"),
         ]
     )
     v = view(
-        *({"debtor_id": d} for d in active["debtor_id"] if d not in ("paid", "all_disputed")),
+        *(
+            {"debtor_id": d}
+            for d in active["debtor_id"]
+            if d not in ("paid", "all_disputed", "missing")
+        ),
+        {"debtor_id": "paid", "overdue_minor": 0},  # in today's AR, nothing overdue left
         {"debtor_id": "all_disputed", "overdue_minor": 0, "disputed_minor": 5000},
     )
     s = state(
@@ -241,3 +247,6 @@ def test_recalls_name_the_first_reason_and_skip_todays_placements():
         "asked_that_day": "REQUESTED",
         "all_disputed": "DISPUTE",  # every invoice left is disputed: not "paid"
     }
+    # Missing from today's view (a source cut short or left out of the run): no money says
+    # "paid", so the account stays placed and is reported for a person to look at.
+    assert list(selection.missing_from_view(active, v)["debtor_id"]) == ["missing"]

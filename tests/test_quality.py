@@ -106,6 +106,7 @@ def test_invoice_rule_quarantines_only_the_bad_row(tmp_path, bad_row, field, rea
         pytest.param({"phone": "6175550123"}, "phone", "BAD_PHONE", id="phone-not-e164"),
         pytest.param({"kind": "alien"}, "kind", "BAD_VALUE", id="kind"),
         pytest.param({"country": "XX"}, "country", "BAD_VALUE", id="country"),
+        pytest.param({"country": "ZZ"}, "country", "BAD_VALUE", id="country-unknown"),
         pytest.param({"timezones": "Mars/Olympus"}, "timezones", "BAD_VALUE", id="timezone"),
         pytest.param({"locale": "de"}, "locale", "BAD_VALUE", id="locale"),
         pytest.param({"consent_sms": "maybe"}, "consent_sms", "BAD_VALUE", id="bool"),
@@ -202,6 +203,74 @@ def test_control_total_mismatch_stops_the_run(tmp_path):
     bad = run(tmp_path / "b", [invoice("INV-1")], totals={"USD": "$1,234.51"})
     assert gates_of(bad) == {"CONTROL_TOTAL"}
     assert "line 8" in bad.gate_failures[0]["message"]
+
+
+def test_an_export_that_lost_its_totals_is_stopped_as_cut_short(tmp_path):
+    """A file cut mid-way loses its grand totals first: every row it still has would pass."""
+    folder = tmp_path / "cut"
+    config = write_portfolio(
+        folder, [invoice("INV-1"), invoice("INV-2")], totals={"USD": "$2,469.00"}
+    )
+    erp = folder / "erp.csv"
+    text = erp.read_text(encoding="utf-8")
+    erp.write_text(text[: text.index("INV-2")], encoding="utf-8")  # cut in the middle of a row
+    cfg = load_config(config)
+    assert cfg.source("erp_us").completeness == "control_totals"  # declared by its totals row
+    result = validate(cfg, [extract(cfg, s.name, AS_OF) for s in cfg.sources], AS_OF)
+    assert "CONTROL_TOTAL_MISSING" in gates_of(result)
+    (failure,) = [f for f in result.gate_failures if f["gate"] == "CONTROL_TOTAL_MISSING"]
+    assert failure["file"].endswith("erp.csv") and "cut short" in failure["message"]
+
+
+def test_a_source_that_proves_nothing_whole_is_a_warning_in_the_summary(tmp_path):
+    from dunning.reports import build_summary
+
+    result = run(tmp_path, [invoice("INV-1")])  # no totals: the factory says completeness none
+    assert result.gate_failures == []
+    assert result.stats["erp_us"]["completeness"] == "none"
+    run_info = {"as_of": "2026-11-23", "backfill": False, "dry_run": False}
+    stats = {"sources": result.stats, "gate_failures": [], "rows_quarantined": 0}
+    summary = build_summary(run_info, stats, None, None, None, None, None)
+    assert [w.split(":")[0] for w in summary["warnings"]] == ["erp_us"]
+
+
+@pytest.mark.parametrize(
+    ("char", "spelt"), [("\x00", r"\x00"), ("\x1b", r"\x1b"), ("\x7f", r"\x7f")]
+)
+def test_control_characters_are_quarantined_with_the_value_spelt_out(tmp_path, char, spelt):
+    """A NUL in a memo once failed the day on PostgreSQL with no file or row named."""
+    result = run(tmp_path, [invoice("INV-1"), invoice("INV-2", Memo=f"PO{char}77")])
+    (row,) = result.quarantine.itertuples()
+    assert (row.field, row.reason, row.source_row) == ("reference", "CONTROL_CHARACTER", 7)
+    assert row.value == f"PO{spelt}77"  # readable and storable: no raw control character
+    assert list(result.invoices["invoice_id"]) == ["INV-1"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ('=HYPERLINK("http://x","pay")', '\'=HYPERLINK("http://x","pay")'),
+        (' =HYPERLINK("http://x")', ' \'=HYPERLINK("http://x")'),  # a leading blank is skipped
+        ("x;=HYPERLINK(1)", "x;'=HYPERLINK(1)"),  # a semicolon locale splits the cell there
+        ("Parts, @SUM(A1)", "Parts, '@SUM(A1)"),
+        ("Smith, John", "Smith, John"),
+        ("Parts - labour", "Parts - labour"),
+    ],
+)
+def test_every_place_a_spreadsheet_could_start_a_formula_is_neutralized(cell, shown):
+    from dunning.quality import neutralize
+
+    assert neutralize(pd.DataFrame({"memo": [cell]}))["memo"].item() == shown
+
+
+def test_a_data_row_that_lost_its_ids_is_quarantined_not_taken_for_a_total(tmp_path):
+    row = invoice("", debtor="", name="Total Logistics Inc")  # looks like a subtotal label
+    result = run(tmp_path, [invoice("INV-1"), row])
+    assert {(r.field, r.reason) for r in result.quarantine.itertuples()} >= {
+        ("invoice_id", "MISSING_FIELD"),
+        ("debtor_id", "MISSING_FIELD"),
+    }
+    assert result.stats["erp_us"]["rows_read"] == 2  # read, and accounted for
 
 
 def test_control_total_counts_quarantined_rows_too(tmp_path):

@@ -266,7 +266,9 @@ def test_a_crash_mid_wave_leaves_one_unknown_send_for_review_not_a_resend(day):
     review = waves.unknown_messages(engine, AS_OF)
     assert list(review["contact_key"]) == [key("D2", "email")]
     # the operator checked with the provider: not delivered -> the next wave sends it
-    assert waves.resolve_unknown(engine, key("D2", "email"), delivered=False, note="checked")
+    assert waves.resolve_unknown(
+        engine, key("D2", "email"), delivered=False, note="checked", by="ops"
+    )
     last = Recorder()
     assert send(day, result["wave"], "email", last, claim="run|x|3")["sent"] == 1
     assert last.sent == [key("D2", "email")]
@@ -460,3 +462,50 @@ def test_sharded_rendering_gives_the_single_run_wave(day):
     assert sum(len(s) for s in shards) == len(set().union(*shards)) == len(DEBTORS)
     for k, debtors in enumerate(shards):  # the same debtor lands in the same shard again
         assert (waves.shard_of(pd.Series(sorted(debtors), dtype="str"), 3) == k).all()
+
+
+def test_a_relay_refusing_everyone_trips_the_breaker_and_keeps_the_wave(day):
+    """554 at RCPT for every message is an outage, not four bad addresses: the channel stops,
+    the task fails (so the alert goes out), and nothing is marked failed or lost."""
+    from dunning.channels import ChannelOutage
+
+    engine, root = day
+    result, wave = prepare(day)
+    emails = wave[wave["channel"] == "email"].index
+    refusing = Recorder(
+        fail={k: ProviderError("554 5.7.1 <x@example.com>: relay denied", permanent=True)
+              for k in emails}
+    )  # fmt: skip
+    cfg = config(channels={"outage_after_refusals": 3})
+    with pytest.raises(ChannelOutage, match="refused 3 messages in a row") as caught:
+        waves.send_wave(
+            cfg, AS_OF, root, engine, result["wave"], "email",
+            mode=waves.Mode(True, "send"), claim="c|email|1", transport=lambda: refusing,
+        )  # fmt: skip
+    assert "@" not in str(caught.value)  # counts, never a recipient, reach the log
+    assert messages(engine).empty  # released: the wave is intact for the retry
+    assert send(day, result["wave"], "email", Recorder(), claim="c|email|2")["sent"] == len(emails)
+
+
+def test_a_rerun_that_plans_another_step_sends_no_second_message_that_day(day):
+    """After a corrected config or a late file, a debtor may be due another step (another
+    contact key); they still hear from us once per channel that day."""
+    engine, root = day
+    result, first = prepare(day)
+    assert send(day, result["wave"], "email", Recorder())["sent"] == 4
+    plan = lake.read_parquet(root / "plan.parquet")
+    decisions = lake.read_parquet(root / "decisions.parquet")
+    moved = {key("D1", "email"): f"D1:s:firm:email:{AS_OF}"}
+    for frame in (plan, decisions):
+        frame["contact_key"] = frame["contact_key"].replace(moved)
+    lake.write_parquet(root / "plan.parquet", plan)
+    lake.write_parquet(root / "decisions.parquet", decisions)
+    _, wave = prepare(day)
+    assert f"D1:s:firm:email:{AS_OF}" not in wave.index  # not even rendered
+    # and were it in a wave (one prepared before the first send), the ledger refuses the claim
+    late = Recorder()
+    row = first.loc[[key("D1", "email")]].reset_index()
+    row = row.assign(contact_key=f"D1:s:firm:email:{AS_OF}")
+    counts = waves.send_each(engine, row, late, as_of=AS_OF, claim="c|x|9", forced=None)
+    assert counts["skipped"] == 1 and late.sent == []
+    assert list(messages(engine).query("debtor_id == 'D1'").index) == [key("D1", "email")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from datetime import date
@@ -81,7 +82,11 @@ def _review(args: argparse.Namespace) -> int:
     with ledger.ledger(ledger_url()) as engine:
         if args.resolve:
             ok = waves.resolve_unknown(
-                engine, args.resolve, delivered=args.outcome == "delivered", note=args.note
+                engine,
+                args.resolve,
+                delivered=args.outcome == "delivered",
+                note=args.note,
+                by=args.by or getpass.getuser(),
             )
             print(f"{args.resolve}: {'resolved' if ok else 'no unknown send with that key'}")
             return 0 if ok else 1
@@ -145,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["delivered", "not-delivered"],
         help="with --resolve: what the provider says (not-delivered: the next wave sends it)",
     )
-    review.add_argument("--note", default="", help="with --resolve: who checked, and how")
+    review.add_argument("--note", default="", help="with --resolve: what was checked, and how")
+    review.add_argument("--by", default=None, help="with --resolve: who (default: this user)")
     review.set_defaults(func=_review)
 
     demo = sub.add_parser("demo", help="run dunning_daily end to end with local S3 and SMTP")

@@ -69,6 +69,26 @@ class FileSource(_Strict):
     total_row_column: str | None = None  # canonical column whose text marks subtotal/total rows
     total_row_pattern: str = r"^\s*(?:Sub)?[Tt]otal\b|^\s*Grand [Tt]otal\b"
     grand_total_pattern: str | None = None  # regex with groups "cur" (optional) on the total row
+    # How a delivery is proven whole: "control_totals" (the grand totals above; a file without
+    # them stops the run) or "none" (said as a warning in every summary).  Default: control
+    # totals when a grand_total_pattern is given, else none.
+    completeness: Literal["control_totals", "none"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _completeness_default(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("completeness") is None:
+            data = {
+                **data,
+                "completeness": "control_totals" if data.get("grand_total_pattern") else "none",
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _completeness(self) -> FileSource:
+        if self.completeness == "control_totals" and not self.grand_total_pattern:
+            raise ValueError("completeness: control_totals needs grand_total_pattern")
+        return self
 
 
 class SqlSource(_Strict):
@@ -81,6 +101,24 @@ class SqlSource(_Strict):
     query: str  # file name under include/sql/, bound with :as_of
     control_query: str | None = None  # returns rows (currency, open_minor_total, rows)
     freshness_query: str | None = None  # returns one row: the source's own as-of date
+    # As for files: "control_totals" (the control_query; no rows from it stops the run), "none".
+    completeness: Literal["control_totals", "none"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _completeness_default(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("completeness") is None:
+            data = {
+                **data,
+                "completeness": "control_totals" if data.get("control_query") else "none",
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _completeness(self) -> SqlSource:
+        if self.completeness == "control_totals" and not self.control_query:
+            raise ValueError("completeness: control_totals needs control_query")
+        return self
 
 
 def _source_kind(value: object) -> str:
@@ -107,6 +145,9 @@ class Gates(_Strict):
 class Schedule(_Strict):
     cron: str = "0 6 * * *"
     timezone: str = "UTC"
+    # How long a daily run holds its business date at most, should it die before its summary:
+    # a run for another date is refused while the lease holds (see ``ledger.take_lease``).
+    run_lease_hours: float = Field(12, gt=0)
 
     @field_validator("timezone")
     @classmethod
@@ -367,6 +408,10 @@ class Channels(_Strict):
     # Debtor shards the day's wave is rendered in: one mapped task each, so with several
     # workers (CeleryExecutor) the templates, letters and payment pages render side by side.
     render_shards: int = Field(1, ge=1, le=64)
+    # The circuit breaker: this many permanent refusals in a row is the provider refusing (a
+    # relay answering 554 to everyone), not that many bad addresses.  The channel stops, those
+    # messages stay unsent for a later wave, and the send task fails so the alert goes out.
+    outage_after_refusals: int = Field(20, ge=2)
 
 
 class Portal(_Strict):

@@ -27,3 +27,8 @@ class SourceGateError(RuntimeError):
 
 class NotEnoughHistory(ValueError):
     """Too little closed history to train or backtest a model; more days will not come by retry."""
+
+
+class DateBusy(RuntimeError):
+    """Another business date is being run: this one is refused, with the date and run that
+    hold the ledger, rather than books that depend on which run got there first."""

@@ -7,6 +7,7 @@ production.  Tasks hand each other keys relative to the root, never frames.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -23,6 +24,22 @@ from upath import UPath
 from dunning.config import lake_url
 
 LOCAL_PROTOCOLS = ("", "file", "local")
+# The lake holds names, addresses and phone numbers: on local disk only its owner may read it.
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+
+
+def private_dirs(folder: str) -> str:
+    """``folder`` and any missing parents, created owner-only (``mkdir -p`` would give the
+    missing parents the default, world-readable mode)."""
+    missing = []
+    here = os.path.abspath(folder)
+    while not os.path.isdir(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            os.mkdir(path, PRIVATE_DIR)
+    return folder
 
 
 def root(url: str | None = None) -> UPath:
@@ -45,12 +62,16 @@ def write_bytes(path: Any, data: bytes, content_type: str | None = None, **put: 
     declared, and without it a page downloads instead of rendering.  ``put``: further S3 put
     arguments (``ServerSideEncryption``, ``SSEKMSKeyId``); local files have no such thing.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     if is_local(path):
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp.path if hasattr(tmp, "path") else str(tmp), path.path)
-    elif content_type or put:
+        folder = private_dirs(path.parent.path)
+        tmp = os.path.join(folder, f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path.path)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if content_type or put:
         path.fs.pipe_file(
             path.path, data, **({"ContentType": content_type} if content_type else {}), **put
         )

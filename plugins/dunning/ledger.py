@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pyarrow import csv as pacsv
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dunning import clock, lake
+from dunning.errors import DateBusy
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 INSERT_CHUNK = 50_000
@@ -207,6 +209,9 @@ class ContactDecision(Base):
     decided_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
+CONTACTED_WHERE = "status IN ('sending', 'sent', 'unknown')"
+
+
 class Message(Base):
     """One contact sent (or being sent) by a wave: the exactly-once record (invariant 1).
 
@@ -217,6 +222,19 @@ class Message(Base):
     """
 
     __tablename__ = "messages"
+    # One message per debtor, channel and day, whatever its contact key: a re-run after a late
+    # file or a corrected config may plan another step, never a second reminder that day.
+    __table_args__ = (
+        sa.Index(
+            "uq_messages_contacted",
+            "as_of",
+            "debtor_id",
+            "channel",
+            unique=True,
+            sqlite_where=sa.text(CONTACTED_WHERE),
+            postgresql_where=sa.text(CONTACTED_WHERE),
+        ),
+    )
 
     contact_key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     as_of: Mapped[date] = mapped_column(sa.Date, index=True)
@@ -238,6 +256,9 @@ class Message(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     page_key: Mapped[str | None] = mapped_column(sa.String(256))
     forced_reason: Mapped[str | None] = mapped_column(sa.Text)  # a backfill sent on purpose
+    # A reviewed unknown outcome: who said what, when (the note is in ``error``).
+    reviewed_by: Mapped[str | None] = mapped_column(sa.String(128))
+    reviewed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class ChannelEvent(Base):
@@ -461,6 +482,21 @@ class AgencyPayment(Base):
     file_sha256: Mapped[str] = mapped_column(sa.String(64))
 
 
+class RunLease(Base):
+    """The business date the daily run is working on.  Two dates at once gave order-dependent
+    books (a payment matched on one day was not there for the other), so a second date is
+    refused while a run holds the lease; it ends with the run's summary, or after ``expires_at``
+    when the run died without one."""
+
+    __tablename__ = "run_leases"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # the DAG id
+    as_of: Mapped[date] = mapped_column(sa.Date)
+    run_id: Mapped[str] = mapped_column(sa.String(250))
+    taken_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
 INVOICE_COLUMNS = [c.name for c in InvoiceSnapshot.__table__.columns]
 DEBTOR_COLUMNS = [c.name for c in Debtor.__table__.columns]
 QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name != "id"]
@@ -469,7 +505,7 @@ QUARANTINE_COLUMNS = [c.name for c in QuarantinedRow.__table__.columns if c.name
 def engine_for(url: str) -> sa.Engine:
     """SQLite gets a busy timeout and WAL so a reader (the UI, a report) never blocks a load."""
     if url.startswith("sqlite"):
-        Path(sa.make_url(url).database or ".").parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(url)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
@@ -483,8 +519,20 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _private_sqlite_file(url: str) -> None:
+    """A new SQLite ledger file is owner-only, like the lake: it holds names and addresses
+    (SQLite gives its WAL and shared-memory files the database file's mode)."""
+    database = sa.make_url(url).database
+    if not url.startswith("sqlite") or not database or database == ":memory:":
+        return
+    if not os.path.exists(database):
+        lake.private_dirs(os.path.dirname(os.path.abspath(database)))
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, lake.PRIVATE_FILE))
+
+
 def migrate(url: str) -> None:
     """Bring the ledger schema to the newest migration; safe to call on every run."""
+    _private_sqlite_file(url)
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -736,9 +784,43 @@ def placed_debtors(engine: sa.Engine, as_of: date) -> pd.Series:
         return pd.read_sql(query, conn)["debtor_id"]
 
 
-def insert_ignore(conn: sa.Connection, table: sa.Table, keys: list[str]) -> Any:
+def take_lease(
+    engine: sa.Engine, name: str, as_of: date, run_id: str, now: datetime, hours: float
+) -> None:
+    """Hold ``name`` for ``as_of``, or raise ``DateBusy`` naming the date and run that hold it.
+    Another run of the same date may share it (its claims keep that safe); an expired lease is
+    taken over.  The primary key decides between two runs taking it at the same moment."""
+    t = RunLease.__table__
+    row = {
+        "name": name,
+        "as_of": as_of,
+        "run_id": run_id,
+        "taken_at": now,
+        "expires_at": now + timedelta(hours=hours),
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            t.delete().where(t.c.name == name, (t.c.expires_at < now) | (t.c.as_of == as_of))
+        )
+        conn.execute(insert_ignore(conn, t, ["name"]), [row])
+        held = conn.execute(sa.select(t).where(t.c.name == name)).one()
+    if held.as_of != as_of:
+        raise DateBusy(
+            f"{name}: the run {held.run_id} is working on {held.as_of} (since "
+            f"{held.taken_at:%Y-%m-%d %H:%M} UTC); a run for {as_of} waits until it has finished. "
+            "Dates run one at a time: backfill with --max-active-runs 1"
+        )
+
+
+def release_lease(engine: sa.Engine, name: str, run_id: str) -> None:
+    t = RunLease.__table__
+    with engine.begin() as conn:
+        conn.execute(t.delete().where(t.c.name == name, t.c.run_id == run_id))
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, keys: list[str] | None) -> Any:
     """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on the ledger's dialect: how a claim or a
-    feed event is written once, whoever writes it first."""
+    feed event is written once, whoever writes it first (``keys`` None: any unique conflict)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)

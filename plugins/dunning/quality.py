@@ -27,7 +27,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from dunning import lake
 from dunning.config import Config, FileSource, Gates, NumberFormat
-from dunning.errors import SourceGateError
+from dunning.errors import ConfigError, SourceGateError
 from dunning.schema import (
     DEBTOR_KINDS,
     DEBTOR_TEXT_FIELDS,
@@ -60,6 +60,10 @@ BAD_ENCODING = "BAD_ENCODING"
 MALFORMED_LINE = "MALFORMED_LINE"
 TOO_LONG = "TOO_LONG"
 DEBTOR_QUARANTINED = "DEBTOR_QUARANTINED"
+CONTROL_CHARACTER = "CONTROL_CHARACTER"
+# C0 controls but tab, line feed and carriage return, and DEL: no AR field holds them, PostgreSQL
+# refuses NUL outright, and a terminal or spreadsheet may act on the others.
+CONTROL_PATTERN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 PLAUSIBLE_YEARS = 30
 
 DOC_TYPE_ALIASES = {
@@ -119,7 +123,9 @@ class _Issues:
                     "field": fld,
                     "reason": reason,
                     "message": msg,
-                    "value": self.frame.loc[idx, fld].astype("str") if fld in self.frame else "",
+                    "value": visible(self.frame.loc[idx, fld].astype("str"))
+                    if fld in self.frame
+                    else "",
                 },
             )
         )
@@ -140,6 +146,11 @@ class _Issues:
         raw = self.frame.loc[issues["_idx"], raw_cols].astype("str")
         issues["raw"] = [json.dumps(r, ensure_ascii=False) for r in raw.to_dict("records")]
         return pd.concat([src, issues.drop(columns="_idx")], axis=1)[list(QUARANTINE_COLUMNS)]
+
+
+def visible(text: pd.Series) -> pd.Series:
+    """Control characters spelt out (``\\x00``), so a quarantined value can be stored and read."""
+    return text.str.replace(CONTROL_PATTERN, lambda m: f"\\x{ord(m.group()):02x}", regex=True)
 
 
 def empty_frame(columns: Iterable[str], dtype: str = "object", **dtypes: str) -> pd.DataFrame:
@@ -208,7 +219,12 @@ def iso_currencies() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def iso_countries() -> frozenset[str]:
-    return frozenset(t for t in Locale("en").territories if re.fullmatch(r"[A-Z]{2}", t))
+    """Countries a debtor can live in: CLDR's two-letter territories less its unions, pseudo and
+    "unknown" codes (ZZ says nobody knows where the person is -- no rule can be chosen)."""
+    groups = {"EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"}
+    return frozenset(
+        t for t in Locale("en").territories if re.fullmatch(r"[A-Z]{2}", t) and t not in groups
+    )
 
 
 @lru_cache(maxsize=1)
@@ -312,6 +328,12 @@ def _common_checks(issues: _Issues, frame: pd.DataFrame, dataset: str, text_fiel
             col,
             BAD_ENCODING,
             "bytes that are not valid in the source encoding",
+        )
+        issues.add(
+            frame[col].str.contains(CONTROL_PATTERN, regex=True),
+            col,
+            CONTROL_CHARACTER,
+            "a control character (NUL and the like) that no field may hold",
         )
     for col, limit in MAX_LENGTHS.items():
         if col in frame:
@@ -671,6 +693,7 @@ def validate(
         quarantines.append(q)
         frames[ex.dataset].append(clean)
         stats[ex.source] = _stats(ex, typed, clean, q)
+        stats[ex.source]["completeness"] = cfg.source(ex.source).completeness
     result = Validated(
         invoices=_concat(frames["invoices"]),
         debtors=_concat(frames["debtors"]),
@@ -804,18 +827,33 @@ def gate_failures(
         if ex.dataset == "invoices":
             src = cfg.source(ex.source)
             number = src.number if isinstance(src, FileSource) else NumberFormat()
-            failures.extend(_control_failures(ex, st, number))
+            failures.extend(_control_failures(ex, st, number, src.completeness))
             prev = previous.get(ex.source)
             if prev:
                 failures.extend(_drift_failures(ex, st, prev, gates))
     return failures
 
 
-def _control_failures(ex: Extracted, st: dict, number: NumberFormat) -> list[dict]:
+def _control_failures(
+    ex: Extracted, st: dict, number: NumberFormat, completeness: str | None
+) -> list[dict]:
     """Totals are read in the source's own number format; a source that gives control totals
-    must give one for every currency it holds."""
+    must give one for every currency it holds, and one that is proven whole by its totals
+    (``completeness: control_totals``) must give them: a file cut short loses its totals
+    first, and every row it still has would otherwise pass."""
     if not ex.control_totals:
-        return []
+        if completeness != "control_totals":
+            return []
+        return [
+            {
+                "source": ex.source,
+                "file": ex.file,
+                "gate": "CONTROL_TOTAL_MISSING",
+                "message": f"{st['rows_read']} row(s) read but no control total: the source is "
+                "proven whole by its totals (completeness: control_totals), so the delivery "
+                "is probably cut short",
+            }
+        ]
     ctl = pd.DataFrame(ex.control_totals)
     cur = ctl["currency"].astype("str").str.upper()
     neg, whole, frac = parse_amount(ctl["open_amount"].astype("str"), number)
@@ -909,8 +947,14 @@ def validate_to_lake(
     operator who gets the failure can open the rows that caused it.  Files are per source, so a
     run limited to some sources never overwrites another's quarantine.  ``accept_gates`` lets an
     operator accept a known jump (a month-end, a migration) for this run only; it is recorded.
+
+    A run limited to some sources (a late file) is partial: the other sources come as the day's
+    earlier run left them (``carried``), so every later step still sees the whole day -- no
+    debtor goes missing, changes segment, or is recalled because its source was not re-read.
     """
     extracted = [read_extracted(root, e["key"]) for e in extracts]
+    stats_key = lake.partition("snapshots", as_of) + "/stats.json"
+    carried = _carried(cfg, as_of, root, {ex.source for ex in extracted}, stats_key)
     result = validate(cfg, extracted, as_of, previous)
     keys, q_keys = {}, {}
     for ex in extracted:
@@ -927,10 +971,11 @@ def validate_to_lake(
             neutralize(q).to_csv(index=False).encode("utf-8"),
         )
         q_keys[ex.source] = q_key
+    for name, (key, q_key, stat) in carried.items():
+        keys[name], q_keys[name], result.stats[name] = key, q_key, stat
     accepted = set(accept_gates or ())
     result.accepted = [f for f in result.gate_failures if f["gate"] in accepted]
     result.gate_failures = [f for f in result.gate_failures if f["gate"] not in accepted]
-    stats_key = lake.partition("snapshots", as_of) + "/stats.json"
     out = {
         "snapshots": keys,
         "quarantine": q_keys,
@@ -939,9 +984,38 @@ def validate_to_lake(
         "quarantine_by_reason": result.quarantine["reason"].value_counts().astype(int).to_dict(),
         "gate_failures": result.gate_failures,
         "accepted_gates": result.accepted,
+        "carried": sorted(carried),
     }
     lake.write_json(root / stats_key, {**out, "run_id": run_id, "sources": result.stats})
     raise_on_gates(result)
+    return out
+
+
+def _carried(
+    cfg: Config, as_of: date, root: Any, running: set[str], stats_key: str
+) -> dict[str, tuple[str, str, dict]]:
+    """The configured sources this run does not read, as the day's earlier run validated them:
+    name -> (snapshot key, quarantine key, stats).  None yet for one of them means there is no
+    day to be partial about: that is refused, naming the sources to run first."""
+    others = [s for s in cfg.sources if s.name not in running]
+    if not others:
+        return {}
+    path = root / stats_key
+    earlier = lake.read_json(path)["sources"] if path.exists() else {}
+    out, missing = {}, []
+    for src in others:
+        key = lake.partition("snapshots", as_of, source=src.name) + f"/{src.dataset}.parquet"
+        if src.name not in earlier or not (root / key).exists():
+            missing.append(src.name)
+            continue
+        q_key = lake.partition("quarantine", as_of, source=src.name) + "/quarantine.parquet"
+        out[src.name] = (key, q_key, earlier[src.name])
+    if missing:
+        raise ConfigError(
+            f"{cfg.source_file}: sources: a run of {sorted(running)} alone keeps the rest of "
+            f"{as_of} as it was, but {missing} have no snapshot of that day yet: run every "
+            "source first"
+        )
     return out
 
 
@@ -961,12 +1035,17 @@ def read_snapshots(root: Any, validated: dict) -> tuple[pd.DataFrame, pd.DataFra
     return invoices, debtors, stats
 
 
+# Where a spreadsheet may start a formula in a cell of text: at its start (after blanks, which
+# some spreadsheets skip), and after a separator a spreadsheet in another locale may split on.
+FORMULA_STARTS = rf"(^|[;,|\t])([ \u00a0]*)(?={FORMULA_PATTERN})"
+
+
 def neutralize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Quarantine CSVs are opened in spreadsheets: prefix formula-looking cells with a quote."""
+    """CSVs people open in spreadsheets (quarantine, exceptions, placement, recall, previews):
+    a quote before every place a formula could start, so the text is shown, never run."""
     out = frame.copy()
     for col in out.columns:
         if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
             text = out[col].astype("str")
-            risky = text.str.match(FORMULA_PATTERN).fillna(False)
-            out[col] = text.where(~risky, "'" + text)
+            out[col] = text.str.replace(FORMULA_STARTS, r"\1\2'", regex=True)
     return out

@@ -288,8 +288,13 @@ def _split_totals(src: FileSource, frame: pd.DataFrame) -> tuple[pd.DataFrame, i
     if not src.total_row_column or src.total_row_column not in frame.columns:
         return frame, 0, []
     label = frame[src.total_row_column].str.strip()
-    # A customer called "Total Gym Supplies" is data: total rows carry no invoice or debtor id.
-    keyless = (frame["invoice_id"].str.strip() == "") & (frame["debtor_id"].str.strip() == "")
+    # A customer called "Total Gym Supplies" is data: total rows carry no invoice or debtor id,
+    # and no document type or date either -- a data row that lost its ids still has those, and
+    # goes on to the row rules (quarantined, never dropped as a total).
+    keyless = pd.Series(True, index=frame.index)
+    for col in ("invoice_id", "debtor_id", "doc_type", "issue_date", "due_date"):
+        if col in frame.columns:
+            keyless &= frame[col].fillna("").str.strip() == ""
     totals = label.str.contains(src.total_row_pattern, regex=True, na=False) & keyless
     controls: list[dict] = []
     if src.grand_total_pattern:

@@ -36,7 +36,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from dunning import clock, compliance, lake
-from dunning.channels import Outcome, ProviderError
+from dunning.channels import ChannelOutage, Outcome, ProviderError
 from dunning.config import Config
 from dunning.ledger import Debtor, InvoiceSnapshot, Message, insert_ignore
 from dunning.planning import unit_hash
@@ -94,11 +94,12 @@ class Mode:
 def sending_mode(run: dict, now: pd.Timestamp, zone: str) -> Mode:
     """A past business date sends nothing unless forced with a reason (invariant 2).  "Past" is
     also a run whose date is over by the clock: a run the scheduler started days late must not
-    deliver that day's reminders now."""
+    deliver that day's reminders now -- whether ``resolve_run`` saw it (``run["mode"]``) or
+    the date ran out while the run was under way (asked again here, at the real clock)."""
     as_of = date.fromisoformat(run["as_of"])
     if run.get("dry_run"):
         return Mode(False, "dry_run")
-    late = now.tz_convert(zone).date() > as_of
+    late = now.tz_convert(zone).date() > as_of or run.get("mode") == "late"
     if run.get("backfill") or late:
         if run.get("force_send"):
             return Mode(True, "forced", run.get("force_reason"))
@@ -126,14 +127,35 @@ def _template_locale(directory: Path, channel: str, template: str, locale: str) 
     return locale if have else DEFAULT_LOCALE
 
 
+# A debtor reached, or perhaps reached, on a channel: no second message that day on it, however
+# its contact key came to differ (a re-run after a late file, a corrected config, a new model).
+CONTACTED = ("sending", "sent", "unknown")
+
+
+def _already(conn: sa.Connection, as_of: date) -> tuple[set[str], set[str]]:
+    """The day's claimed contact keys, and its contacted ``debtor|channel`` pairs."""
+    m = Message.__table__.c
+    rows = conn.execute(
+        sa.select(m.contact_key, m.debtor_id, m.channel, m.status).where(m.as_of == as_of)
+    ).all()
+    pairs = {f"{r.debtor_id}|{r.channel}" for r in rows if r.status in CONTACTED}
+    return {r.contact_key for r in rows}, pairs
+
+
+def _not_yet(frame: pd.DataFrame, already: tuple[set[str], set[str]]) -> pd.Series:
+    keys, pairs = already
+    pair = frame["debtor_id"].astype("str") + "|" + frame["channel"].astype("str")
+    return ~isin(frame["contact_key"], keys) & ~isin(pair, pairs)
+
+
 def _ledger_rows(
     engine: sa.Engine, as_of: date, lag_days: int
-) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, tuple[set[str], set[str]]]:
     """Debtors, the day's invoices net of payments AR has not applied yet (so a part payment
-    is never asked for again), and the contact keys already claimed today."""
+    is never asked for again), and what was already claimed and contacted today."""
     from dunning.reconcile import open_after_payments
 
-    d, inv, m = Debtor.__table__.c, InvoiceSnapshot.__table__.c, Message.__table__.c
+    d, inv = Debtor.__table__.c, InvoiceSnapshot.__table__.c
     with engine.connect() as conn:
         debtors = pd.read_sql(
             sa.select(
@@ -150,7 +172,7 @@ def _ledger_rows(
             conn,
         )  # fmt: skip
         invoices = open_after_payments(conn, as_of, lag_days, invoices)
-        done = set(conn.execute(sa.select(m.contact_key).where(m.as_of == as_of)).scalars())
+        done = _already(conn, as_of)
     return debtors, invoices, done
 
 
@@ -369,12 +391,12 @@ def prepare_wave(
     portal_root: Any | None = None,
     shard: tuple[int, int] = (0, 1),
 ) -> dict:
-    """Render the day's sendable contacts not yet sent into ``waves/as_of=D/wave.parquet``;
+    """Render the day's sendable contacts not yet sent into the day's wave file (``wave_key``);
     publish the payment pages (sending) or write every message and page as previews (not).
 
     ``shard=(k, n)`` renders only the debtors whose stable hash falls in shard ``k`` of ``n``
-    into ``waves/as_of=D/shard=k/wave.parquet``, so workers can render a large wave side by
-    side; ``merge_shards`` then makes the day's wave file the senders read."""
+    into ``…/shard=k/wave.parquet``, so workers can render a large wave side by side;
+    ``merge_shards`` then makes the day's wave file the senders read."""
     decisions = lake.read_parquet(root / decisions_key)
     index, count = shard
     if count > 1:
@@ -382,7 +404,7 @@ def prepare_wave(
     plan = lake.read_parquet(root / plan_key)[["contact_key", "template", "currency"]]
     debtors, invoices, done = _ledger_rows(engine, as_of, cfg.payments.ar_cash_lag_days)
     due = decisions.loc[
-        isin(decisions["status"], SENDABLE) & ~isin(decisions["contact_key"], done),
+        isin(decisions["status"], SENDABLE) & _not_yet(decisions, done),
         ["contact_key", "debtor_id", "channel", "send_at"],
     ].merge(plan, on="contact_key")
     portal = portal_root if portal_root is not None else root / "portal"
@@ -392,9 +414,7 @@ def prepare_wave(
         return _page_link(cfg, portal, key, token) if mode.send else f"{previews}/{key}"
 
     wave, pages = build_wave(cfg, as_of, due, debtors, invoices, link=link)
-    key = (
-        lake.partition("waves", as_of) + (f"/shard={index}" if count > 1 else "") + "/wave.parquet"
-    )
+    key = wave_key(as_of, mode.send, index if count > 1 else None)
     lake.write_parquet(root / key, wave)
     html = "text/html; charset=utf-8"
     if mode.send:
@@ -427,9 +447,19 @@ def shard_of(debtors: pd.Series, count: int) -> pd.Series:
     return (unit_hash(debtors, "wave-shard") * count).astype("int64")
 
 
+def wave_key(as_of: date, sending: bool, shard: int | None = None) -> str:
+    """Where a day's wave (or one shard of it) is written.  Only a sending run writes under
+    ``waves/``, which the hourly ``dunning_waves`` sends from; a dry run, a backfill or a late
+    run writes under ``previews/``, so a preview can never become what a live DAG sends."""
+    base = (
+        lake.partition("waves", as_of) if sending else lake.partition("previews", as_of) + "/wave"
+    )
+    return base + (f"/shard={shard}" if shard is not None else "") + "/wave.parquet"
+
+
 def merge_shards(root: Any, as_of: date, results: list[dict]) -> dict:
     """The day's wave from its rendered shards: one file for the senders, counts summed."""
-    key = lake.partition("waves", as_of) + "/wave.parquet"
+    key = wave_key(as_of, bool(results[0]["sending"]))
     if [r["wave"] for r in results] == [key]:  # one shard rendered straight into the day's file
         contacts = results[0]["contacts"]
     else:
@@ -457,8 +487,9 @@ def merge_shards(root: Any, as_of: date, results: list[dict]) -> dict:
 
 
 def _insert_ignore(conn: sa.Connection) -> Any:
-    """The claim: a message row inserted only if nobody holds its contact key yet."""
-    return insert_ignore(conn, Message.__table__, ["contact_key"])
+    """The claim: a message row inserted only if nobody holds its contact key yet, and nobody
+    contacted its debtor on its channel that day (the ledger's partial unique index)."""
+    return insert_ignore(conn, Message.__table__, None)
 
 
 def _record(
@@ -534,17 +565,21 @@ def send_each(
     as_of: date,
     claim: str,
     forced: str | None,
+    breaker: int = 20,
 ) -> Counter:
     """One provider call per message between a claim and a confirm.
 
     The confirm of message *i* and the claim of *i + 1* share one transaction, so the ledger
     sees one commit per message; a crash leaves at most one row ``sending``.  A transient
     provider error releases the current claim (nothing left our hands) and re-raises, so the
-    task's retry resumes where this stopped.
+    task's retry resumes where this stopped.  ``breaker`` permanent refusals in a row release
+    all of them and raise ``ChannelOutage``: one bad address fails alone, a refusing relay stops
+    the channel with the wave intact.
     """
     counts: Counter = Counter()
     m = Message.__table__
     pending: tuple[str, dict] | None = None
+    refused: list[str] = []  # permanent refusals since the last message that went out
     with engine.connect() as conn, transport:
         try:
             for r in rows.itertuples(index=False):
@@ -574,7 +609,20 @@ def send_each(
                         raise
                     pending = (r.contact_key, {"status": "failed", "error": str(exc)[:2000]})
                     counts["failed"] += 1
+                    refused.append(r.contact_key)
+                    if len(refused) >= breaker:
+                        with conn.begin():
+                            _finish(conn, pending[0], claim, pending[1])
+                            pending = None
+                            mine = m.c.contact_key.in_(refused) & (m.c.claim == claim)
+                            conn.execute(m.delete().where(mine & (m.c.status == "failed")))
+                        raise ChannelOutage(
+                            f"the provider refused {len(refused)} messages in a row after "
+                            f"{counts['sent']} went out: stopped, the rest of the wave stays "
+                            "for a later run"
+                        ) from None  # the provider's text may name the recipient: not logged
                     continue
+                refused.clear()
                 pending = (
                     r.contact_key,
                     {
@@ -745,11 +793,10 @@ def send_wave(
     outbox = outbox if outbox is not None else root / "outbox"
     wave = lake.read_parquet(root / wave_key)
     rows = wave[wave["channel"] == channel]
-    result["unknown_flagged"] = flag_unknown(engine, as_of, channel, claim)
-    m = Message.__table__.c
+    result["unknown_flagged"] = flag_unknown(engine, as_of, channel, claim) + flag_stuck(engine)
     with engine.connect() as conn:
-        done = set(conn.execute(sa.select(m.contact_key).where(m.as_of == as_of)).scalars())
-    rows = rows[~isin(rows["contact_key"], done)].reset_index(drop=True)
+        done = _already(conn, as_of)
+    rows = rows[_not_yet(rows, done)].reset_index(drop=True)
     counts: Counter = Counter()
     if len(rows):
         decided, _, windows = compliance.decide(
@@ -770,7 +817,13 @@ def send_wave(
         if channel in ("email", "sms"):
             assert transport is not None, f"{channel} needs a transport"
             counts += send_each(
-                engine, go, transport(), as_of=as_of, claim=claim, forced=mode.forced_reason
+                engine,
+                go,
+                transport(),
+                as_of=as_of,
+                claim=claim,
+                forced=mode.forced_reason,
+                breaker=cfg.channels.outage_after_refusals,
             )
         elif len(go):
             batch = _send_batch(cfg, as_of, engine, go, channel, mode, claim, now, windows, outbox)
@@ -868,8 +921,26 @@ def day_counts(engine: sa.Engine, as_of: date) -> dict:
 # --- review of unknown outcomes ----------------------------------------------------------------
 
 
+# A claim is ``sending`` only for the seconds of its own provider call: one this old is a send
+# whose process died, whatever date or channel it was for.
+STUCK_AFTER = timedelta(hours=1)
+
+
+def flag_stuck(engine: sa.Engine) -> int:
+    """Claims a dead process left ``sending`` on any date: to review, so none waits for a later
+    send of its own date and channel (which may never come)."""
+    m = Message.__table__
+    with engine.begin() as conn:
+        return conn.execute(
+            m.update()
+            .where(m.c.status == "sending", m.c.claimed_at < clock.utcnow() - STUCK_AFTER)
+            .values(status="unknown", error="outcome unknown: the sending process stopped")
+        ).rowcount
+
+
 def unknown_messages(engine: sa.Engine, as_of: date | None = None) -> pd.DataFrame:
     """Sends whose outcome a crash lost: what the operator checks with the provider."""
+    flag_stuck(engine)
     m = Message.__table__.c
     query = sa.select(
         m.contact_key, m.as_of, m.channel, m.claimed_at, m.provider_id, m.error
@@ -880,16 +951,28 @@ def unknown_messages(engine: sa.Engine, as_of: date | None = None) -> pd.DataFra
         return pd.read_sql(query.order_by(m.as_of, m.contact_key), conn)
 
 
-def resolve_unknown(engine: sa.Engine, contact_key: str, *, delivered: bool, note: str) -> bool:
-    """Close a review: delivered -> ``sent``; not delivered -> the claim is released so the next
-    wave of that day sends it.  Only ``unknown`` rows can be resolved."""
+def resolve_unknown(
+    engine: sa.Engine, contact_key: str, *, delivered: bool, note: str, by: str
+) -> bool:
+    """Close a review, keeping who said what and when: delivered -> ``sent``; not delivered ->
+    the row is kept as ``not_delivered`` under ``<key>#review<n>`` and the key is free again, so
+    the day's next wave sends the contact.  Only ``unknown`` rows can be resolved."""
     m = Message.__table__
     where = (m.c.contact_key == contact_key) & (m.c.status == "unknown")
+    review = {"error": f"review: {note}", "reviewed_by": by, "reviewed_at": clock.utcnow()}
     with engine.begin() as conn:
         if delivered:
-            done = conn.execute(
-                m.update().where(where).values(status="sent", error=f"review: {note}")
+            return bool(
+                conn.execute(m.update().where(where).values(status="sent", **review)).rowcount
             )
-        else:
-            done = conn.execute(m.delete().where(where))
-    return bool(done.rowcount)
+        earlier = conn.execute(
+            sa.select(sa.func.count()).where(m.c.contact_key.like(f"{contact_key}#review%"))
+        ).scalar_one()
+        archived = f"{contact_key}#review{earlier + 1}"
+        return bool(
+            conn.execute(
+                m.update()
+                .where(where)
+                .values(contact_key=archived, status="not_delivered", **review)
+            ).rowcount
+        )

@@ -195,3 +195,73 @@ def test_readme_run_confs_fill_valid_params(dagbag):
             params[key] = value
         params.validate()
         assert not conf.get("force_send") or conf.get("force_reason"), conf
+
+
+def test_every_side_effect_asks_the_run_mode(dagbag):
+    """One definition of "may act": every task that reaches outside the lake (an outlet, a
+    provider pool, a publish) is listed in ``SIDE_EFFECTS`` and asks the run's mode, so a dry
+    run, a backfill or a late run cannot send, place, publish or instruct by way of a new task."""
+    import inspect
+    import re
+
+    from dunning.airflow import tasks
+
+    def with_helpers(source: str) -> str:  # the task's own helpers too (``_send``)
+        names = set(re.findall(r"\b(_[a-z]\w*)\(", source)) - {"_mode"}
+        helpers = [getattr(tasks, n) for n in sorted(names) if callable(getattr(tasks, n, None))]
+        return "\n".join([source, *(inspect.getsource(h) for h in helpers)])
+
+    for dag in dagbag.dags.values():
+        if not dag.dag_id.startswith("dunning_"):
+            continue
+        for task in dag.tasks:
+            source = with_helpers(inspect.getsource(task.python_callable))
+            reaches_out = (
+                bool(task.outlets)
+                or task.pool != "default_pool"
+                or any(
+                    word in source
+                    for word in (
+                        "publish=",
+                        "portal_root=",
+                        "send_wave",
+                        "instruct=",
+                        "load_returns",
+                    )
+                )
+            )
+            if task.task_id == "notify_agencies":  # runs only on a published delivery's event
+                continue
+            if reaches_out:
+                assert task.task_id in tasks.SIDE_EFFECTS, f"{dag.dag_id}.{task.task_id}"
+            if task.task_id in tasks.SIDE_EFFECTS:
+                assert "acts(run)" in source or "_mode(run)" in source, task.task_id
+
+
+@pytest.mark.parametrize(
+    ("run", "today", "mode"),
+    [
+        ({"as_of": "2026-11-23"}, date(2026, 11, 23), "live"),
+        ({"as_of": "2026-11-23", "dry_run": True}, date(2026, 11, 23), "dry_run"),
+        ({"as_of": "2026-11-20", "backfill": True}, date(2026, 11, 23), "backfill"),
+        # a scheduled run cleared and started days later: not a backfill, but its day is over
+        ({"as_of": "2026-11-20"}, date(2026, 11, 23), "late"),
+        ({"as_of": "2026-11-20", "force_send": True}, date(2026, 11, 23), "forced"),
+        (
+            {"as_of": "2026-11-20", "backfill": True, "force_send": True},
+            date(2026, 11, 23),
+            "forced",
+        ),
+        (
+            {"as_of": "2026-11-20", "dry_run": True, "force_send": True},
+            date(2026, 11, 23),
+            "dry_run",
+        ),
+    ],
+)
+def test_the_run_mode_decides_once_whether_a_run_may_act(run, today, mode):
+    from dunning.airflow.tasks import acts, run_mode
+
+    full = {"backfill": False, "dry_run": False, "force_send": False, **run}
+    assert run_mode(full, today) == mode
+    assert acts({**full, "mode": mode}) is (mode in ("live", "forced"))

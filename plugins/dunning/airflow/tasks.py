@@ -41,7 +41,7 @@ DATA_ERRORS = ExceptionRetryPolicy(
                 action=RetryAction.FAIL,
                 reason="bad source data",
             )
-            for name in ("SourceError", "SourceGateError", "ConfigError")
+            for name in ("SourceError", "SourceGateError", "ConfigError", "DateBusy")
         ),
         RetryRule(exception="dunning.errors.NotEnoughHistory", action=RetryAction.FAIL),
     ]
@@ -161,12 +161,56 @@ def _as_of(run: dict) -> date:
     return date.fromisoformat(run["as_of"])
 
 
+# What a run may do to the world outside the lake: send, publish placements and payment pages,
+# tell agencies, instruct the card processor, take in agency returns.  Only these two modes act.
+ACTING_MODES = ("live", "forced")
+# Every task with a side effect, and what it is.  Each asks ``acts(run)`` (the senders and the
+# page publisher through ``_mode(run)``); a DAG-integrity test holds new ones to that.
+SIDE_EFFECTS = {
+    "reconcile": "instructs the card processor to retry failed payments",
+    "agency_returns": "takes the agencies' returned files into the ledger",
+    "place": "publishes placement and recall files to the agencies (and the Asset event)",
+    "render_shard": "publishes the debtors' payment pages",
+    "send_email": "emails debtors",
+    "send_sms": "texts debtors",
+    "send_letters": "hands letters to the print vendor",
+    "queue_calls": "queues calls for the agents",
+}
+
+
+def run_mode(run: dict, today: date) -> str:
+    """The one answer to "may this run act?": ``dry_run``, ``backfill`` (a past date asked
+    for), ``late`` (its date is over by the product clock), ``forced`` (a backfill or late run
+    told to act, with a reason) or ``live``."""
+    if run["dry_run"]:
+        return "dry_run"
+    past = (
+        "backfill"
+        if run["backfill"]
+        else "late"
+        if date.fromisoformat(run["as_of"]) < today
+        else None
+    )
+    if past is None:
+        return "live"
+    return "forced" if run["force_send"] else past
+
+
+def acts(run: dict) -> bool:
+    """Whether a task with a side effect may have it: every such task asks this, nothing else."""
+    return run.get("mode", "live") in ACTING_MODES
+
+
 @task(retry_policy=DATA_ERRORS)
-def resolve_run() -> dict:
+def resolve_run(hold_date: bool = False) -> dict:
     """Fix the business date and mode once, so every later task of the run agrees on them.
 
     ``as_of`` comes from the trigger form, else the logical date, else (a run without a logical
-    date) the time the run was due -- never the wall clock.  A run for a past date is a backfill.
+    date) the time the run was due -- never the wall clock.  A run for a past date is a backfill;
+    a run for a date the product clock has left behind (started late, a cleared old run) is
+    late.  ``mode`` (``run_mode``) says whether the run may act on the world at all.
+    ``hold_date``: take the DAG's lease on the date (``ledger.take_lease``), so a run for another
+    date is refused while this one works; ``summarize`` gives it back.
     """
     ctx = get_current_context()
     cfg = dconfig.load_config()
@@ -207,6 +251,19 @@ def resolve_run() -> dict:
         "accept_gates": list(params.get("accept_gates") or []),
         "run_id": dag_run.run_id,
     }
+    run["mode"] = run_mode(run, clock.today(cfg.schedule.timezone))
+    if hold_date:
+        from dunning import ledger
+
+        with ledger.ledger(_ledger_url()) as engine:
+            ledger.take_lease(
+                engine,
+                dag_run.dag_id,
+                as_of,
+                dag_run.run_id,
+                clock.utcnow(),
+                cfg.schedule.run_lease_hours,
+            )
     log.info("Run %s", run)
     return run
 
@@ -283,7 +340,7 @@ def reconcile(run: dict, validated: dict, loaded: dict) -> dict:
             _as_of(run),
             lake_root(),
             engine,
-            instruct=not (run["backfill"] or run["dry_run"]),
+            instruct=acts(run),
             validated=validated,
         )
     log.info(
@@ -340,7 +397,7 @@ def agency_returns(run: dict, loaded: dict) -> dict:
     from dunning import lake, ledger
     from dunning.placement.returns import load_returns
 
-    if run["backfill"] or run["dry_run"]:
+    if not acts(run):
         return {"mode": "skipped"}
     with ledger.ledger(_ledger_url()) as engine:
         loaded_files = load_returns(dconfig.load_config(), engine, _as_of(run))
@@ -375,7 +432,7 @@ def place(run: dict, validated: dict, scored: dict, returns: dict) -> dict:
             validated=validated,
             view_key=scored["scored_view"],
             out_root=_object_root(cfg.placement.root, root),
-            publish=not (run["backfill"] or run["dry_run"]),
+            publish=acts(run),
         )
     outlet = get_current_context()["outlet_events"][PLACEMENT_FILES]
     outlet.extra = {"as_of": run["as_of"], "manifests": result.get("manifest_keys", [])}
@@ -662,9 +719,9 @@ def todays_wave(run: dict) -> dict:
     far) skips the senders."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from dunning import lake
+    from dunning import waves
 
-    key = lake.partition("waves", _as_of(run)) + "/wave.parquet"
+    key = waves.wave_key(_as_of(run), sending=True)
     if not (lake_root() / key).exists():
         raise AirflowSkipException(f"no wave for {run['as_of']} yet ({key})")
     return {"wave": key}
@@ -705,27 +762,30 @@ def summarize(
 
     root = lake_root()
     with ledger.ledger(_ledger_url()) as engine:
-        messages = waves.day_counts(engine, _as_of(run))
-        result = reports.write_summary(
-            root,
-            run,
-            validated,
-            loaded,
-            aged,
-            planned,
-            decided,
-            wave=wave,
-            sent=sent,
-            messages=messages,
-            feedback=feedback,
-            reconciled=reconciled,
-            returns=returns,
-            placed=placed,
-            cutoff=cutoff,
-        )
-        summary = lake.read_json(root / result["key"])
-        log.info("%s", reports.format_summary(summary))
-        published = daily.report_to_lake(engine, root, dconfig.load_config(), summary)
+        try:
+            messages = waves.day_counts(engine, _as_of(run))
+            result = reports.write_summary(
+                root,
+                run,
+                validated,
+                loaded,
+                aged,
+                planned,
+                decided,
+                wave=wave,
+                sent=sent,
+                messages=messages,
+                feedback=feedback,
+                reconciled=reconciled,
+                returns=returns,
+                placed=placed,
+                cutoff=cutoff,
+            )
+            summary = lake.read_json(root / result["key"])
+            log.info("%s", reports.format_summary(summary))
+            published = daily.report_to_lake(engine, root, dconfig.load_config(), summary)
+        finally:  # the date is free for the next run, whatever happened to this one
+            ledger.release_lease(engine, get_current_context()["dag_run"].dag_id, run["run_id"])
     log.info("Report: %s (tables in %s)", root / published["report"], published["tables"])
     result["report"] = published["report"]
     if result["status"] != "complete":

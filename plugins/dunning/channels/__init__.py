@@ -31,6 +31,11 @@ class ProviderError(RuntimeError):
         self.uncertain = uncertain
 
 
+class ChannelOutage(RuntimeError):
+    """The provider refused message after message: the channel is stopped, not the addresses
+    blamed.  The message carries counts only, never a recipient."""
+
+
 class Session(ABC):
     """A provider session as a context manager: ``open()`` on entry, ``close()`` on exit."""
 

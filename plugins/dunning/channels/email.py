@@ -9,6 +9,7 @@ way back to the contact that caused it.
 from __future__ import annotations
 
 import hashlib
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -48,9 +49,20 @@ def message_id(contact_key: str, sender: str) -> str:
     return f"<{hashlib.sha256(contact_key.encode()).hexdigest()[:32]}@{domain}>"
 
 
+# Bidirectional overrides, embeddings, isolates and marks: in a display name they can make
+# "gnp.exe" read as "exe.png", or a sender's name read as somebody else's.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _one_line(value: str) -> str:
     """Header text from data can never start a new header (CR/LF injection)."""
     return " ".join(value.split())
+
+
+def _display_name(value: str) -> str:
+    """A name from the AR data, on one line, and unable to reorder what the reader sees (the
+    subject keeps its marks: the locale's amounts carry them on purpose)."""
+    return _one_line(BIDI_CONTROLS.sub("", value))
 
 
 def build_message(
@@ -78,7 +90,7 @@ def build_message(
     msg["From"] = sender
     # formataddr quotes or encodes the display name: a name with a comma ("Smith, Jane") stays
     # one recipient.
-    msg["To"] = formataddr((_one_line(to_name or ""), to_address), charset="utf-8")
+    msg["To"] = formataddr((_display_name(to_name or ""), to_address), charset="utf-8")
     msg["Subject"] = Header(_one_line(subject), "utf-8")
     msg["Date"] = format_datetime((at or clock.now()).to_pydatetime())
     msg["Message-ID"] = message_id(contact_key, sender)

@@ -9,6 +9,7 @@ send back is loaded by ``returns``; ``economics`` recommends the cut-off.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -22,6 +23,7 @@ from dunning.placement import files, records, selection
 from dunning.planning import assign_segments
 from dunning.quality import isin, read_snapshots
 
+log = logging.getLogger(__name__)
 EXTENSIONS = {"csv": "csv", "pipe": "txt", "fixed": "txt"}
 PLACEMENT_COLUMNS = [c.name for c in PlacedAccount.__table__.columns]
 
@@ -134,6 +136,7 @@ def place_to_lake(
         "selection": selection_key,
         "accounts_past_cutoff": len(chosen),
         "excluded": excluded.value_counts().astype(int).to_dict(),
+        "placed_missing_from_view": len(selection.missing_from_view(active, view)),
     }
     if not publish:
         return {
@@ -153,10 +156,13 @@ def place_to_lake(
     recalled_on = pd.to_datetime(ledger_rows["ended_on"]).where(
         ledger_rows["recall_file_key"].notna()
     )
-    late = ~isin(ledger_rows["file_key"], done) | (
-        recalled_on.notna() & ~isin(ledger_rows["recall_file_key"].fillna(""), done)
+    # Deliveries a failed run left unpublished, each by its own date: a recall today of an
+    # account placed last week is today's delivery, and last week's is never touched again.
+    unplaced = ~isin(ledger_rows["file_key"], done)
+    unrecalled = recalled_on.notna() & ~isin(ledger_rows["recall_file_key"].fillna(""), done)
+    days = sorted(
+        {pd.Timestamp(as_of)} | set(placed_on[unplaced]) | set(recalled_on[unrecalled].dropna())
     )
-    days = sorted({pd.Timestamp(as_of)} | set(placed_on[late]) | set(recalled_on[late].dropna()))
     published: dict[str, Any] = {"placement_files": [], "manifests": [], "manifest_keys": []}
     for day in days:
         part = _publish(
@@ -284,6 +290,13 @@ def _publish(
         manifests.append(files.uri(where / "manifest.json"))
         if manifest["changed"]:  # what the Asset event tells the notify DAG about
             keys.append(f"{files.prefix(name, as_of)}/manifest.json")
+        elif manifest["differs"]:
+            log.warning(
+                "%s %s: the delivery is published and stays as it is; today's view of it "
+                "differs (a correction goes out as a new delivery)",
+                name,
+                as_of,
+            )
         _log_files(engine, name, as_of, manifest)
     return {"placement_files": uris, "manifests": manifests, "manifest_keys": keys}
 

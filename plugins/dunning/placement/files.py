@@ -173,19 +173,19 @@ def publish(
     kms_key_id: str | None = None,
     public_key: Path | None = None,
 ) -> dict:
-    """Write the files, then the manifest; returns the manifest plus ``changed`` (False when
-    the date was already published with the same content, and nothing was written)."""
+    """Write the files, then the manifest; returns the manifest plus ``changed``.
+
+    A delivery whose manifest is written is published, and a published delivery is immutable:
+    an agency may have loaded it already.  Nothing is written then (``changed`` False); when the
+    content asked for differs, ``differs`` says so, for the log -- a correction goes out as a
+    new delivery of its own date, never as a rewrite."""
     where = folder(root, agency, as_of)
     manifest_path = where / "manifest.json"
     digests = {f.name: hashlib.sha256(f.data).hexdigest() for f in files}
     if manifest_path.exists():
         before = lake.read_json(manifest_path)
         same = {e["name"].removesuffix(".pgp"): e.get("plaintext_sha256") for e in before["files"]}
-        if same == digests:
-            return {**before, "changed": False}
-        # new content for the date: withdraw the old manifest first, so no reader pairs it
-        # with the new files; the delivery is complete again when the new one is written
-        manifest_path.unlink()
+        return {**before, "changed": False, "differs": same != digests}
     put = _put_args(sse, kms_key_id)
     entries, fingerprint = [], None
     for f in files:
@@ -215,7 +215,7 @@ def publish(
         "created_at": clock.utcnow().isoformat(timespec="seconds"),
     }
     lake.write_json(manifest_path, manifest, **put)
-    return {**manifest, "changed": True}
+    return {**manifest, "changed": True, "differs": False}
 
 
 def uri(path: Any) -> str:

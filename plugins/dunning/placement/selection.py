@@ -142,6 +142,12 @@ def allocate(frame: pd.DataFrame, agencies: list[Agency]) -> pd.Series:
     return pd.Series(np.where(total > 0, names[np.minimum(pick, len(agencies))], None), frame.index)
 
 
+def missing_from_view(active: pd.DataFrame, view: pd.DataFrame) -> pd.DataFrame:
+    """Active placements whose debtor is not in the day's view: held as placed and reported,
+    for a person to look at, never recalled on that alone."""
+    return active[~active["debtor_id"].isin(view["debtor_id"])].reset_index(drop=True)
+
+
 def recalls(
     active: pd.DataFrame,
     view: pd.DataFrame,
@@ -155,10 +161,12 @@ def recalls(
     but something is disputed), bankruptcy, death without a representative, a breathing-space
     moratorium (contact through agents must stop too), paid in full internally (nothing overdue
     left in the day's view), or a person's request (``placement_recall`` event on or after the
-    placing day).
+    placing day).  A debtor missing from the day's view altogether is never "paid": a source cut
+    short or left out of the run says nothing about the money (``missing_from_view``).
     """
     earlier = active[pd.to_datetime(active["placed_on"]) < pd.Timestamp(as_of)]
     by_debtor = view.set_index("debtor_id")
+    present = earlier["debtor_id"].isin(by_debtor.index)
     owed = earlier["debtor_id"].map(by_debtor["overdue_minor"]).fillna(0)
     disputed = earlier["debtor_id"].map(by_debtor["disputed_minor"]).fillna(0) > 0
     st = state.reindex(earlier["debtor_id"].to_numpy())
@@ -171,7 +179,7 @@ def recalls(
         _flag(st, "bankruptcy"),
         deceased_unrepresented(st),
         _flag(st, "breathing_space"),
-        owed <= 0,
+        present & (owed <= 0),
         (asked_on >= pd.to_datetime(earlier["placed_on"])).fillna(False),
     ]
     reason = np.select([c.to_numpy(dtype=bool) for c in checks], RECALL_REASONS, "")

@@ -97,6 +97,7 @@ def build_summary(
         "placement_files": placed["placement_files"] if placed else [],
         "backfill": run["backfill"],
         "dry_run": run["dry_run"],
+        "mode": run.get("mode"),
         "status": status,
         "run_id": run.get("run_id"),
         "stages_done": [name for name, ok in done.items() if ok],
@@ -159,10 +160,17 @@ def build_summary(
                     "rows_quarantined",
                     "source_as_of",
                     "open_minor",
+                    "completeness",
                 )
             }
             for name, st in sources.items()
         },
+        "warnings": [
+            f"{name}: nothing proves the delivery whole (completeness: none); a file cut "
+            "short would pass every gate"
+            for name, st in sources.items()
+            if st.get("dataset") == "invoices" and st.get("completeness") == "none"
+        ],
         "created_at": clock.utcnow().isoformat(timespec="seconds"),
     }
 
@@ -211,6 +219,8 @@ def format_summary(summary: dict) -> str:
             f"  source {name:<15} read {st['rows_read']:>9}  clean {st['rows_clean']:>9}  "
             f"quarantined {st['rows_quarantined']:>6}  as of {st['source_as_of']}"
         )
+    for warning in summary.get("warnings") or []:
+        lines.append(f"  warning: {warning}")
     for label in (
         "contacts_allowed",
         "contacts_scheduled",
