@@ -389,6 +389,29 @@ def test_daily_decisions_record_status_reasons_version_and_snapshot(day):
     assert again == 8
 
 
+def test_a_rerun_keeps_the_decision_a_message_was_sent_under(day, pin_clock):
+    """Reg F 1006.100: the record of why we contacted somebody outlives any re-run."""
+    url, root, key = day
+    decide(url, root, key)
+    sent = f"D1:s:step:email:{AS_OF}"
+    with ledger.ledger(url) as engine, engine.begin() as conn:
+        conn.execute(
+            sa.insert(ledger.Message.__table__),
+            [{"contact_key": sent, "as_of": date(2026, 11, 23), "debtor_id": "D1",
+              "channel": "email", "template": "t", "template_version": "v", "locale": "en",
+              "status": "sent", "claim": "c", "claimed_at": pd.Timestamp("2026-11-23T15:00Z")}],
+        )  # fmt: skip
+    pin_clock("2026-11-23T18:00:00Z")  # the day re-run in the afternoon
+    decide(url, root, key)
+    with ledger.ledger(url) as engine, engine.connect() as conn:
+        stored = pd.read_sql(sa.select(ledger.ContactDecision.__table__), conn)
+    mine = stored[stored["contact_key"] == sent].sort_values("version")
+    assert list(mine["version"]) == [1, 2]  # both kept
+    assert mine["superseded_at"].notna().tolist() == [True, False]
+    others = stored[stored["contact_key"] != sent]
+    assert len(others) == 7 and set(others["version"]) == {1}  # nothing sent: replaced
+
+
 def test_an_invoice_dispute_outside_the_uk_leaves_the_debtor_contactable(day):
     url, root, key = day
     add_events(url, ("D1", "dispute_opened", None, date(2026, 11, 2), '{"invoice_id":"INV-1"}'))

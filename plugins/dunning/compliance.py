@@ -37,6 +37,7 @@ from dunning.ledger import (
     ContactDecision,
     Debtor,
     InvoiceSnapshot,
+    Message,
     Snapshot,
     bulk_insert,
     sent_contacts,
@@ -843,9 +844,7 @@ def comply_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, plan_
     key = lake.partition("decisions", as_of) + "/decisions.parquet"
     lake.write_parquet(root / key, pd.concat([decisions, decided[list(REASONS)]], axis=1))
     with engine.begin() as conn:
-        table = ContactDecision.__table__
-        conn.execute(table.delete().where(table.c.as_of == as_of))
-        bulk_insert(conn, table, decisions[list(DECISION_COLUMNS)])
+        _record_decisions(conn, as_of, decisions[list(DECISION_COLUMNS)])
     blocked = status == "blocked"
     suppressed = {
         code: int((decided[code].to_numpy() & blocked).sum())
@@ -860,6 +859,30 @@ def comply_to_lake(cfg: Config, as_of: date, root: Any, engine: sa.Engine, plan_
         "contacts_blocked": int(blocked.sum()),
         "contacts_suppressed": suppressed,
     }
+
+
+def _record_decisions(conn: sa.Connection, as_of: date, decisions: pd.DataFrame) -> None:
+    """The day's decisions into the ledger without losing one a message was sent under: those
+    stay, superseded by a new version when the re-run decided again; the rest are replaced."""
+    t, m = ContactDecision.__table__, Message.__table__
+    acted = sa.select(m.c.contact_key).where(m.c.as_of == as_of)
+    conn.execute(t.delete().where(t.c.as_of == as_of, t.c.contact_key.not_in(acted)))
+    kept = pd.read_sql(
+        sa.select(t.c.contact_key, sa.func.max(t.c.version).label("version"))
+        .where(t.c.as_of == as_of)
+        .group_by(t.c.contact_key),
+        conn,
+    )
+    again = isin(decisions["contact_key"], kept["contact_key"])
+    if again.any():
+        superseded = decisions.loc[again, "contact_key"].tolist()
+        conn.execute(
+            t.update()
+            .where(t.c.contact_key.in_(superseded), t.c.superseded_at.is_(None))
+            .values(superseded_at=clock.utcnow())
+        )
+    version = decisions["contact_key"].map(kept.set_index("contact_key")["version"])
+    bulk_insert(conn, t, decisions.assign(version=(version.fillna(0) + 1).astype("int64")))
 
 
 def _ledger_inputs(

@@ -193,11 +193,14 @@ class ComplianceEvent(Base):
 
 class ContactDecision(Base):
     """The compliance gate's decision on one planned contact: what was checked, what blocked it
-    and under which rules (Reg F 1006.100: kept at least three years; nothing here deletes)."""
+    and under which rules (Reg F 1006.100: kept at least three years).  A re-run of the day
+    replaces the decisions nothing was sent under; one a message was sent under is kept, and a
+    new decision for it becomes the next ``version`` (the old one ``superseded_at`` then)."""
 
     __tablename__ = "contact_decisions"
 
     contact_key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True, default=1)
     as_of: Mapped[date] = mapped_column(sa.Date, index=True)
     debtor_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     channel: Mapped[str] = mapped_column(sa.String(16))
@@ -207,6 +210,7 @@ class ContactDecision(Base):
     rules_version: Mapped[str] = mapped_column(sa.String(64))
     snapshot_ids: Mapped[str] = mapped_column(sa.String(400))
     decided_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 CONTACTED_WHERE = "status IN ('sending', 'sent', 'unknown')"
