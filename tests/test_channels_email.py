@@ -80,6 +80,9 @@ class Refusing:
             return "550 5.1.1 no such user"
         if address.startswith("full@"):
             return "452 4.2.2 mailbox full"
+        if address.startswith("hangup@"):  # the server goes away before the message is sent
+            server.transport.close()
+            return "421 closing"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -117,6 +120,17 @@ def test_one_session_carries_many_messages_and_refusals_are_sorted(refusing):
         assert not full.value.permanent
     assert handler.received == [f"p{i}@example.com" for i in range(5)]
     assert len(handler.sessions) == 2  # five messages, reconnecting after three
+
+
+def test_a_connection_lost_before_the_message_went_out_is_a_retry_not_an_unknown(refusing):
+    handler, port = refusing
+    settings = SmtpSettings(host="127.0.0.1", port=port, ssl=False)
+    with SmtpSender(settings) as sender:
+        with pytest.raises(ProviderError) as lost:
+            sender.send(_message(to_address="hangup@example.com"), "hangup@example.com")
+        assert not lost.value.permanent and not lost.value.uncertain
+        sender.send(_message(to_address="p@example.com"), "p@example.com")  # a fresh session
+    assert handler.received == ["p@example.com"]
 
 
 def test_an_unreachable_server_is_a_retry_not_a_failed_message():

@@ -172,3 +172,17 @@ def test_one_business_date_at_a_time_and_the_lease_ends_with_the_run(ledger_engi
     later = noon + timedelta(hours=13)
     ledger.take_lease(ledger_engine, "dunning_daily", day, "run-d", later, hours=12)
     ledger.take_lease(ledger_engine, "dunning_waves", other, "run-e", later, hours=1)  # own lease
+
+
+def test_a_nul_in_a_memo_is_quarantined_and_the_day_loads(tmp_path, ledger_url):
+    """PostgreSQL refuses NUL in text outright (it once failed the whole day's COPY, naming
+    neither file nor row): the row is quarantined with its line and the rest loads."""
+    ledger.migrate(ledger_url)
+    rows = [invoice("INV-1"), invoice("INV-2", Memo="PO\x0077")]
+    loaded = load_day(tmp_path, ledger_url, date(2026, 11, 23), rows)
+    assert loaded["invoices"] == 1
+    with ledger.ledger(ledger_url) as engine, engine.connect() as conn:
+        q = conn.execute(sa.select(ledger.QuarantinedRow.__table__)).mappings().one()
+    assert (q["reason"], q["field"], q["source_row"], q["value"]) == (
+        "CONTROL_CHARACTER", "reference", 7, "PO\\x0077"
+    )  # fmt: skip

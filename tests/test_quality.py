@@ -273,6 +273,27 @@ def test_a_data_row_that_lost_its_ids_is_quarantined_not_taken_for_a_total(tmp_p
     assert result.stats["erp_us"]["rows_read"] == 2  # read, and accounted for
 
 
+@pytest.mark.parametrize(
+    ("expect", "gates"),
+    [
+        ({"min_rows": 3}, {"ROW_FLOOR"}),  # whatever yesterday was
+        ({"expected_rows": 10}, {"ROW_CHANGE"}),  # the first day: no yesterday to compare with
+        ({"min_rows": 2, "expected_rows": 2}, set()),
+    ],
+)
+def test_a_floor_and_a_first_day_size_stop_a_thin_delivery(tmp_path, expect, gates):
+    import yaml
+
+    config = write_portfolio(tmp_path, [invoice("INV-1"), invoice("INV-2")])
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    doc["sources"][0]["expect"] = expect
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    cfg = load_config(config)
+    result = validate(cfg, [extract(cfg, s.name, AS_OF) for s in cfg.sources], AS_OF)
+    assert gates_of(result) == gates
+    assert all("expect." in f["message"] for f in result.gate_failures)
+
+
 def test_control_total_counts_quarantined_rows_too(tmp_path):
     rows = [invoice("INV-1"), invoice("INV-2", Memo="=evil()")]
     result = run(tmp_path, rows, totals={"USD": "$2,469.00"})
@@ -478,3 +499,16 @@ def test_an_accepted_gate_lets_the_run_go_on_and_is_recorded(tmp_path):
     out = validate_to_lake(cfg, AS_OF, root, extracts, previous, accept_gates=["ROW_CHANGE"])
     assert [f["gate"] for f in out["accepted_gates"]] == ["ROW_CHANGE"]
     assert out["gate_failures"] == []
+
+
+def test_a_source_cannot_claim_totals_it_does_not_give(tmp_path):
+    import yaml
+
+    from dunning.errors import ConfigError
+
+    config = write_portfolio(tmp_path, [invoice("INV-1")])
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    doc["sources"][1]["completeness"] = "control_totals"  # the customer master has no totals
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sources\.1.*control_totals needs grand_total_pattern"):
+        load_config(config)

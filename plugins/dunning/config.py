@@ -10,7 +10,7 @@ import itertools
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -48,12 +48,50 @@ class NumberFormat(_Strict):
     strip: str = ""  # characters removed before parsing, e.g. currency symbols "$£€"
 
 
-class FileSource(_Strict):
-    """An export dropped as a file (CSV or XLSX)."""
+class SourceExpectations(_Strict):
+    """What a source's delivery should look like, for the day-over-day gates: a floor that holds
+    whatever yesterday was, and the size a first day (no earlier snapshot) is compared with."""
+
+    min_rows: int = Field(1, ge=1)  # fewer rows than this stops the run (ROW_FLOOR)
+    expected_rows: int | None = Field(None, ge=1)  # the first day's baseline for ROW_CHANGE
+
+
+class _SourceBase(_Strict):
+    """What every source has: its name and dataset, how a delivery is proven whole, and what a
+    delivery should look like.
+
+    ``completeness``: "control_totals" (the source's control totals -- an ERP export's grand
+    totals, a SQL ``control_query``; a delivery without them stops the run) or "none" (said as
+    a warning in every summary).  Default: control totals when the source gives them."""
+
+    TOTALS_FIELD: ClassVar[str]  # the setting that gives the source's control totals
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-    kind: Literal["file"] = "file"
     dataset: Literal["invoices", "debtors"] = "invoices"
+    completeness: Literal["control_totals", "none"] | None = None
+    expect: SourceExpectations = SourceExpectations()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _completeness_default(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("completeness") is None:
+            proof = "control_totals" if data.get(cls.TOTALS_FIELD) else "none"
+            data = {**data, "completeness": proof}
+        return data
+
+    @model_validator(mode="after")
+    def _completeness(self) -> _SourceBase:
+        if self.completeness == "control_totals" and not getattr(self, self.TOTALS_FIELD):
+            raise ValueError(f"completeness: control_totals needs {self.TOTALS_FIELD}")
+        return self
+
+
+class FileSource(_SourceBase):
+    """An export dropped as a file (CSV or XLSX)."""
+
+    TOTALS_FIELD: ClassVar[str] = "grand_total_pattern"
+
+    kind: Literal["file"] = "file"
     path: Path
     format: Literal["csv", "xlsx"] = "csv"
     encoding: str = "utf-8"
@@ -69,56 +107,18 @@ class FileSource(_Strict):
     total_row_column: str | None = None  # canonical column whose text marks subtotal/total rows
     total_row_pattern: str = r"^\s*(?:Sub)?[Tt]otal\b|^\s*Grand [Tt]otal\b"
     grand_total_pattern: str | None = None  # regex with groups "cur" (optional) on the total row
-    # How a delivery is proven whole: "control_totals" (the grand totals above; a file without
-    # them stops the run) or "none" (said as a warning in every summary).  Default: control
-    # totals when a grand_total_pattern is given, else none.
-    completeness: Literal["control_totals", "none"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _completeness_default(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("completeness") is None:
-            data = {
-                **data,
-                "completeness": "control_totals" if data.get("grand_total_pattern") else "none",
-            }
-        return data
-
-    @model_validator(mode="after")
-    def _completeness(self) -> FileSource:
-        if self.completeness == "control_totals" and not self.grand_total_pattern:
-            raise ValueError("completeness: control_totals needs grand_total_pattern")
-        return self
 
 
-class SqlSource(_Strict):
+class SqlSource(_SourceBase):
     """An AR system reached through SQLAlchemy; the query is a named file in include/sql/."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    TOTALS_FIELD: ClassVar[str] = "control_query"
+
     kind: Literal["sql"] = "sql"
-    dataset: Literal["invoices", "debtors"] = "invoices"
     url: str  # SQLAlchemy URL, or "conn:<airflow connection id>" resolved by the Airflow adapter
     query: str  # file name under include/sql/, bound with :as_of
     control_query: str | None = None  # returns rows (currency, open_minor_total, rows)
     freshness_query: str | None = None  # returns one row: the source's own as-of date
-    # As for files: "control_totals" (the control_query; no rows from it stops the run), "none".
-    completeness: Literal["control_totals", "none"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _completeness_default(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("completeness") is None:
-            data = {
-                **data,
-                "completeness": "control_totals" if data.get("control_query") else "none",
-            }
-        return data
-
-    @model_validator(mode="after")
-    def _completeness(self) -> SqlSource:
-        if self.completeness == "control_totals" and not self.control_query:
-            raise ValueError("completeness: control_totals needs control_query")
-        return self
 
 
 def _source_kind(value: object) -> str:

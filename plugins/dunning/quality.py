@@ -793,6 +793,13 @@ def gate_failures(
         if st["rows_read"] == 0:
             fail("EMPTY", "the source has no data rows")
             continue
+        expect = cfg.source(ex.source).expect
+        if st["rows_read"] < expect.min_rows:
+            fail(
+                "ROW_FLOOR",
+                f"{st['rows_read']} rows, below the configured floor of {expect.min_rows} "
+                "(expect.min_rows): the delivery is probably incomplete",
+            )
         if (
             st["rows_read"]
             and st["rows_quarantined"] / st["rows_read"] > gates.max_quarantine_share
@@ -829,6 +836,11 @@ def gate_failures(
             number = src.number if isinstance(src, FileSource) else NumberFormat()
             failures.extend(_control_failures(ex, st, number, src.completeness))
             prev = previous.get(ex.source)
+            if not prev and src.expect.expected_rows:  # the first day: the configured size
+                prev = {
+                    "label": "expected (expect.expected_rows)",
+                    "rows": src.expect.expected_rows,
+                }
             if prev:
                 failures.extend(_drift_failures(ex, st, prev, gates))
     return failures
@@ -904,8 +916,9 @@ def _drift_failures(ex: Extracted, st: dict, prev: dict, gates: Gates) -> list[d
                     "source": ex.source,
                     "file": ex.file,
                     "gate": "ROW_CHANGE",
-                    "message": f"{st['rows_read']} rows against {prev['rows']} in the snapshot"
-                    f" of {prev['as_of']} ({share:.0%} change, limit "
+                    "message": f"{st['rows_read']} rows against {prev['rows']} "
+                    f"{prev.get('label') or 'in the snapshot of ' + str(prev['as_of'])} "
+                    f"({share:.0%} change, limit "
                     f"{gates.max_row_change_share:.0%})",
                 }
             )

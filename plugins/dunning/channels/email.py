@@ -18,6 +18,7 @@ from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
+from typing import Any
 
 import pandas as pd
 
@@ -108,32 +109,52 @@ def build_message(
     return msg
 
 
+class _DataTracking:
+    """Knows whether the message itself started to go out (DATA): a connection lost before
+    that left nothing with the server, so the send can be released and retried, not reviewed."""
+
+    data_started = False
+
+    def data(self, msg: Any) -> Any:
+        self.data_started = True
+        return super().data(msg)  # type: ignore[misc]
+
+
+class _SMTP(_DataTracking, smtplib.SMTP):
+    pass
+
+
+class _SMTPSSL(_DataTracking, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpSender(Session):
     """One SMTP session reused for many messages (reconnecting every
     ``messages_per_connection``), rate-limited, with errors sorted into what a wave can do:
 
     - 5xx refusals of this message: ``ProviderError(permanent=True)`` (mark it failed);
-    - 4xx and refused connections before anything was sent: ``ProviderError(permanent=False)``
-      (nothing left our hands: release it and let the task retry);
-    - a connection lost mid-message propagates as is: its outcome is unknown.
+    - 4xx, refused connections, and connections lost before DATA: ``ProviderError(permanent=
+      False)`` (nothing left our hands: release it and let the task retry);
+    - a connection lost once the message was going out propagates as is: its outcome is
+      unknown.
     """
 
     def __init__(self, settings: SmtpSettings, envelope_from: str | None = None) -> None:
         self.settings = settings
         self.envelope_from = envelope_from
         self.limiter = RateLimiter(settings.rate_per_second)
-        self._client: smtplib.SMTP | None = None
+        self._client: _SMTP | _SMTPSSL | None = None
         self._sent_on_connection = 0
 
     def open(self) -> None:
         s = self.settings
         try:
             if s.ssl:
-                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                client: _SMTP | _SMTPSSL = _SMTPSSL(
                     s.host, s.port, timeout=s.timeout, context=ssl.create_default_context()
                 )
             else:
-                client = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+                client = _SMTP(s.host, s.port, timeout=s.timeout)
                 if s.starttls:
                     client.starttls(context=ssl.create_default_context())
             if s.user:
@@ -168,10 +189,19 @@ class SmtpSender(Session):
         self.ready()
         assert self._client is not None
         self.limiter.wait()
+        client = self._client
+        client.data_started = False
         try:
-            refused = self._client.send_message(
+            refused = client.send_message(
                 message, from_addr=self.envelope_from, to_addrs=[recipient]
             )
+        except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            if client.data_started:
+                raise
+            self._client = None  # a fresh session for the retry
+            raise ProviderError(
+                "SMTP connection lost before the message was handed over", permanent=False
+            ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise ProviderError(f"recipient refused: {codes}", permanent=min(codes) >= 500) from exc
