@@ -4,19 +4,27 @@ on the real local servers, and what each now does (issue 18's findings, one test
 - a truncated export stops the run before anything else happens, and nothing is recalled;
 - a past date started late (not a backfill by type) neither places nor instructs the processor;
 - a dry run never changes what the live hourly ``dunning_waves`` sends;
-- a second business date while one is running is refused by name, not run into wrong books.
+- a second business date while one is running is refused by name, not run into wrong books;
+- a re-run after a config change sends nobody a second reminder, and keeps the decisions;
+- an SMTP relay refusing everyone stops the channel loudly, and the wave goes out later;
+- a NUL byte in a memo is quarantined, and the day loads on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
+from aiosmtpd.controller import Controller
 
-from dunning import ledger, reports
+from dunning import ledger, reports, services
 from dunning.demo import demo_clock
 from tests.pinned import TODAY
 from tests.test_e2e_daily import _new_files, _objects, get_json, run
@@ -126,3 +134,100 @@ def test_a_second_date_while_one_runs_is_refused_by_name(daily_env, tmp_path):
     with ledger.ledger(url) as engine, engine.connect() as conn:
         (held,) = conn.execute(sa.select(ledger.RunLease.__table__)).all()
     assert held.run_id == "backfill__x"  # the refused run took nothing and released nothing
+
+
+CONTACTED = ("sending", "sent", "unknown")
+
+
+def _config(tmp_path) -> tuple[Path, dict]:
+    path = tmp_path / "portfolio" / "config.yaml"
+    return path, yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def test_a_rerun_after_a_config_change_sends_nobody_a_second_reminder(
+    daily_env, s3_client, s3_bucket, tmp_path
+):
+    """Renaming a strategy gives its debtors new contact keys: once, 51 debtors got a second
+    email that day and the first email's decision record was deleted."""
+    daily_env(TODAY)
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    state, tasks = run({"as_of": TODAY.isoformat()})
+    assert state == "success", tasks
+    before = _messages(url)
+    reached = before[before["status"].isin(CONTACTED)]
+    assert len(reached) > 10
+
+    path, doc = _config(tmp_path)
+    doc["strategies"]["standard_v2"] = doc["strategies"].pop("standard")
+    for segment in doc["segments"]:
+        if segment.get("strategy") == "standard":
+            segment["strategy"] = "standard_v2"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    state, tasks = run({"as_of": TODAY.isoformat()})
+    assert state == "success", tasks
+    after = _messages(url)
+    contacted = after[after["status"].isin(CONTACTED)]
+    assert not contacted.duplicated(["debtor_id", "channel"]).any()
+    assert sorted(contacted["contact_key"]) == sorted(reached["contact_key"])
+    with ledger.ledger(url) as engine, engine.connect() as conn:
+        decided = set(
+            conn.execute(sa.select(ledger.ContactDecision.__table__.c.contact_key)).scalars()
+        )
+    assert set(reached["contact_key"]) <= decided  # why each was contacted: still on record
+
+
+class Refusing554:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        return "554 5.7.1 relay access denied"
+
+
+def test_a_relay_refusing_everyone_stops_email_loudly_and_the_wave_goes_out_later(
+    daily_env, s3_client, s3_bucket, tmp_path, monkeypatch, smtp_server
+):
+    daily_env(TODAY)
+    path, doc = _config(tmp_path)
+    doc.setdefault("channels", {})["outage_after_refusals"] = 5
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relay = Controller(Refusing554(), hostname="127.0.0.1", port=port)
+    relay.start()
+    conn = json.loads(
+        services.airflow_connection_env(None, smtp_server)["AIRFLOW_CONN_SMTP_DEFAULT"]
+    )
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({**conn, "port": port}))
+        state, tasks = run({"as_of": TODAY.isoformat()})
+    finally:
+        relay.stop()
+    assert state == "failed" and tasks["send_email"] == "failed", tasks
+    assert tasks["send_sms"] == "success" and tasks["summarize"] == "failed"  # the run shows it
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    emails = _messages(url).query("channel == 'email'")
+    assert not (emails["status"] == "failed").any()  # no address blamed for the outage
+
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))  # the relay is back
+    state, tasks = run({"as_of": TODAY.isoformat()}, dag_id="dunning_waves")
+    assert state == "success", tasks
+    summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
+    assert summary["messages_sent"].get("email", 0) > 5
+
+
+def test_a_nul_in_a_memo_is_quarantined_and_the_day_loads_on_postgresql(
+    daily_env, s3_client, s3_bucket, tmp_path, monkeypatch, postgres_server
+):
+    daily_env(TODAY)
+    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("DUNNING_LEDGER_URL", services.create_database(postgres_server, name))
+    erp = tmp_path / "portfolio" / "ar_aging_detail.csv"
+    data = erp.read_bytes()
+    at = data.index(b",Acct ")  # the first memo
+    erp.write_bytes(data[:at] + b",Acct\x00 " + data[at + len(b",Acct ") :])
+    try:
+        state, tasks = run({"as_of": TODAY.isoformat()})
+        assert state == "success", tasks
+        summary = get_json(s3_client, s3_bucket, reports.summary_key(TODAY))
+        assert summary["quarantine_by_reason"].get("CONTROL_CHARACTER") == 1
+    finally:
+        services.drop_database(postgres_server, name)

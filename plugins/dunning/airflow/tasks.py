@@ -48,6 +48,19 @@ DATA_ERRORS = ExceptionRetryPolicy(
 )
 
 
+# A provider refusing message after message (the circuit breaker tripped) will not be back in a
+# minute: fail at once so the alert goes out; the hourly dunning_waves sends the rest later.
+# Anything else (a timeout, a 4xx) gets the normal retries.
+OUTAGES = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception="dunning.channels.ChannelOutage",
+            action=RetryAction.FAIL,
+            reason="the provider refuses everything",
+        )
+    ]
+)
+
 DEFAULT_ARGS = {"owner": "collections", "retries": 2, "retry_delay": timedelta(minutes=5)}
 
 
@@ -689,13 +702,23 @@ POOLS = {
 }
 
 
-@task(pool=POOLS["email"], retry_exponential_backoff=True, retry_delay=timedelta(seconds=30))
+@task(
+    pool=POOLS["email"],
+    retry_exponential_backoff=True,
+    retry_delay=timedelta(seconds=30),
+    retry_policy=OUTAGES,
+)
 def send_email(run: dict, wave: dict) -> dict:
     """Email part of the wave: claim, send over one SMTP session, confirm -- exactly once."""
     return _send(run, wave, "email")
 
 
-@task(pool=POOLS["sms"], retry_exponential_backoff=True, retry_delay=timedelta(seconds=30))
+@task(
+    pool=POOLS["sms"],
+    retry_exponential_backoff=True,
+    retry_delay=timedelta(seconds=30),
+    retry_policy=OUTAGES,
+)
 def send_sms(run: dict, wave: dict) -> dict:
     """SMS part of the wave through the provider's REST API -- exactly once."""
     return _send(run, wave, "sms")
