@@ -160,6 +160,9 @@ def test_accounts_past_cutoff_reach_their_agency_once_and_come_back_when_paid(
         get_bytes(s3_client, s3_bucket, f"placements/agency=northwind/as_of={TODAY}/manifest.json")
     )
     assert {e["name"]: e["rows"] for e in manifest["files"]}["recalls.csv"] == len(recall)
+    # ... a delivery of its own, naming the one whose account it calls back
+    original = f"placements/agency=northwind/as_of={YESTERDAY}/manifest.json"
+    assert manifest["references"] == [original]
     # Yesterday's deliveries are as they were published: the recall is today's delivery.
     now = _objects(s3_client, s3_bucket)
     assert {k: now[k] for k in objects} == objects

@@ -121,6 +121,8 @@ def test_cutoff_per_segment_overrides_the_portfolio_one():
          []),
         ("cooling_off", {}, {}, [placement("D1", "returned", ended_on="2026-10-01")]),
         ("placed", {}, {}, [placement("D1")]),
+        # placed by a later day, and this earlier date run after it (a replay, a forced run)
+        ("placed", {}, {}, [placement("D1", placed_on="2026-12-07")]),
     ],
 )  # fmt: skip
 def test_every_exclusion_keeps_the_account_home(name, view_row, state_row, ledger):
@@ -236,7 +238,8 @@ def test_recalls_name_the_first_reason_and_skip_todays_placements():
             "effective_date": ["2026-11-20", "2026-10-15", "2026-11-20"],
         }
     )
-    back = selection.recalls(active, v, s, requests, AS_OF)
+    known = pd.Series([d for d in active["debtor_id"] if d != "missing"])  # the day's AR
+    back = selection.recalls(active, v, s, requests, AS_OF, known)
     assert dict(zip(back["debtor_id"], back["reason"], strict=True)) == {
         "paid": "PAID",
         "disputed": "DISPUTE",
@@ -247,6 +250,6 @@ def test_recalls_name_the_first_reason_and_skip_todays_placements():
         "asked_that_day": "REQUESTED",
         "all_disputed": "DISPUTE",  # every invoice left is disputed: not "paid"
     }
-    # Missing from today's view (a source cut short or left out of the run): no money says
+    # Missing from today's AR (a source cut short or left out of the run): no money says
     # "paid", so the account stays placed and is reported for a person to look at.
-    assert list(selection.missing_from_view(active, v)["debtor_id"]) == ["missing"]
+    assert list(selection.missing_from_ar(active, known)["debtor_id"]) == ["missing"]

@@ -116,8 +116,10 @@ def force_params() -> dict[str, Param]:
             False,
             type="boolean",
             title="Send although the date is past",
-            description_md="A backfill (or a run started after its day) sends nothing. Tick "
-            "this only to deliver a past day's wave on purpose; it needs a reason.",
+            description_md="A backfill (or a run started after its day) acts on nothing. Tick "
+            "this only to deliver a past day's wave on purpose; it needs a reason. A forced run "
+            "acts fully for that day: it also places accounts, publishes payment pages and "
+            "instructs the card processor.",
             section="Sending for a past date",
         ),
         "force_reason": Param(

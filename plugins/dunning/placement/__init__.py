@@ -124,7 +124,8 @@ def place_to_lake(
     chosen.loc[held.index[held != ""], "exclusions"] = held[held != ""]
     new = new[held == ""]
     active = ledger_rows[ledger_rows["status"] == "active"]
-    recalled = selection.recalls(active, view, state, requests, as_of)
+    known = invoices["debtor_id"] if "debtor_id" in invoices else pd.Series(dtype="str")
+    recalled = selection.recalls(active, view, state, requests, as_of, known)
     selection_key = lake.partition("placement_selection", as_of) + "/selection.parquet"
     keep = [
         "debtor_id", "segment", "country", "currency", "overdue_minor", "max_days_past_due",
@@ -136,7 +137,7 @@ def place_to_lake(
         "selection": selection_key,
         "accounts_past_cutoff": len(chosen),
         "excluded": excluded.value_counts().astype(int).to_dict(),
-        "placed_missing_from_view": len(selection.missing_from_view(active, view)),
+        "placed_missing_from_ar": len(selection.missing_from_ar(active, known)),
     }
     if not publish:
         return {
@@ -284,6 +285,12 @@ def _publish(
             sse=cfg.placement.encryption,
             kms_key_id=cfg.placement.kms_key_id,
             public_key=cfg.resolve(agency.pgp_public_key) if agency.pgp_public_key else None,
+            references=sorted(
+                {
+                    f"{files.prefix(name, pd.Timestamp(d).date())}/manifest.json"
+                    for d in gone["placed_on"]
+                }
+            ),
         )
         where = files.folder(out_root, name, as_of)
         uris += [files.uri(where / e["name"]) for e in manifest["files"]]

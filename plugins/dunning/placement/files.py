@@ -172,8 +172,12 @@ def publish(
     sse: str = "AES256",
     kms_key_id: str | None = None,
     public_key: Path | None = None,
+    references: list[str] | None = None,
 ) -> dict:
     """Write the files, then the manifest; returns the manifest plus ``changed``.
+
+    ``references``: the earlier deliveries (their manifests' keys) this one amends -- the
+    placements a recall file calls back, which stay as they were published.
 
     A delivery whose manifest is written is published, and a published delivery is immutable:
     an agency may have loaded it already.  Nothing is written then (``changed`` False); when the
@@ -212,6 +216,7 @@ def publish(
         "schema_version": SCHEMA_VERSION,
         "files": entries,
         "encryption": {"server_side": sse, "kms_key_id": kms_key_id, "pgp_key": fingerprint},
+        "references": references or [],
         "created_at": clock.utcnow().isoformat(timespec="seconds"),
     }
     lake.write_json(manifest_path, manifest, **put)

@@ -74,10 +74,12 @@ def select(
     }
     active = placements[placements["status"] == "active"]
     placed_on = pd.to_datetime(active["placed_on"])
-    earlier = active[placed_on < pd.Timestamp(as_of)]
+    # With an agency from another day -- an earlier one, or a later one when an earlier date is
+    # run after it (a replay, a forced run): one agency at a time either way.
+    elsewhere = active[placed_on != pd.Timestamp(as_of)]
     today = active[placed_on == pd.Timestamp(as_of)].set_index("debtor_id")["agency"]
     blocking = [(name, reasons[name]) for name in cut.exclude]
-    blocking.append((PLACED, isin(frame["debtor_id"], earlier["debtor_id"])))
+    blocking.append((PLACED, isin(frame["debtor_id"], elsewhere["debtor_id"])))
     blocking.append((NO_IDENTITY, frame["kind"].isna()))
     others = frame.get("other_currency_items", pd.Series(0, index=frame.index))
     blocking.append((MULTI_CURRENCY, others.fillna(0) > 0))
@@ -142,10 +144,10 @@ def allocate(frame: pd.DataFrame, agencies: list[Agency]) -> pd.Series:
     return pd.Series(np.where(total > 0, names[np.minimum(pick, len(agencies))], None), frame.index)
 
 
-def missing_from_view(active: pd.DataFrame, view: pd.DataFrame) -> pd.DataFrame:
-    """Active placements whose debtor is not in the day's view: held as placed and reported,
-    for a person to look at, never recalled on that alone."""
-    return active[~active["debtor_id"].isin(view["debtor_id"])].reset_index(drop=True)
+def missing_from_ar(active: pd.DataFrame, known: pd.Series) -> pd.DataFrame:
+    """Active placements whose debtor has no invoice in the day's AR snapshot: held as placed
+    and reported, for a person to look at, never recalled on that alone."""
+    return active[~isin(active["debtor_id"], known)].reset_index(drop=True)
 
 
 def recalls(
@@ -154,6 +156,7 @@ def recalls(
     state: pd.DataFrame,
     requests: pd.DataFrame,
     as_of: date,
+    known: pd.Series,
 ) -> pd.DataFrame:
     """Active placements (placed before today) that must come back, with the first reason.
 
@@ -161,12 +164,13 @@ def recalls(
     but something is disputed), bankruptcy, death without a representative, a breathing-space
     moratorium (contact through agents must stop too), paid in full internally (nothing overdue
     left in the day's view), or a person's request (``placement_recall`` event on or after the
-    placing day).  A debtor missing from the day's view altogether is never "paid": a source cut
-    short or left out of the run says nothing about the money (``missing_from_view``).
+    placing day).  "Paid" needs the debtor in the day's AR snapshot (``known``) with nothing
+    overdue once the money the ledger matched is taken off: a debtor missing from the AR
+    altogether says nothing about the money (``missing_from_ar``).
     """
     earlier = active[pd.to_datetime(active["placed_on"]) < pd.Timestamp(as_of)]
     by_debtor = view.set_index("debtor_id")
-    present = earlier["debtor_id"].isin(by_debtor.index)
+    present = isin(earlier["debtor_id"], known)
     owed = earlier["debtor_id"].map(by_debtor["overdue_minor"]).fillna(0)
     disputed = earlier["debtor_id"].map(by_debtor["disputed_minor"]).fillna(0) > 0
     st = state.reindex(earlier["debtor_id"].to_numpy())

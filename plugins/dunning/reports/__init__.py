@@ -222,6 +222,7 @@ def format_summary(summary: dict) -> str:
     for warning in summary.get("warnings") or []:
         lines.append(f"  warning: {warning}")
     for label in (
+        "mode",
         "contacts_allowed",
         "contacts_scheduled",
         "sending",
@@ -241,7 +242,14 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {label:<22} {summary[label]}")
     placement = summary.get("placement") or {}
     if placement:
-        brief = ("mode", "accounts_past_cutoff", "by_agency", "accounts_recalled", "excluded")
+        brief = (
+            "mode",
+            "accounts_past_cutoff",
+            "by_agency",
+            "accounts_recalled",
+            "excluded",
+            "placed_missing_from_ar",
+        )
         lines.append(f"  {'placement':<22} { {k: placement[k] for k in brief if k in placement} }")
     returns = summary.get("agency_returns") or {}
     if returns.get("files") or returns.get("quarantined"):
