@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from dunning import clock, compliance, lake
+from dunning import clock, compliance, lake, runs
 from dunning.channels import ChannelOutage, Outcome, ProviderError
 from dunning.config import Config
 from dunning.ledger import Debtor, InvoiceSnapshot, Message, insert_ignore
@@ -92,19 +92,12 @@ class Mode:
 
 
 def sending_mode(run: dict, now: pd.Timestamp, zone: str) -> Mode:
-    """A past business date sends nothing unless forced with a reason (invariant 2).  "Past" is
-    also a run whose date is over by the clock: a run the scheduler started days late must not
-    deliver that day's reminders now -- whether ``resolve_run`` saw it (``run["mode"]``) or
-    the date ran out while the run was under way (asked again here, at the real clock)."""
-    as_of = date.fromisoformat(run["as_of"])
-    if run.get("dry_run"):
-        return Mode(False, "dry_run")
-    late = now.tz_convert(zone).date() > as_of or run.get("mode") == "late"
-    if run.get("backfill") or late:
-        if run.get("force_send"):
-            return Mode(True, "forced", run.get("force_reason"))
-        return Mode(False, "backfill" if run.get("backfill") else "late")
-    return Mode(True, "send")
+    """The run's mode (``runs.run_mode``) asked again at the real clock: a date that ran out
+    while the run was under way is late now, and a late run's reminders do not go out."""
+    mode = runs.run_mode(run, now.tz_convert(zone).date())
+    if mode == "live":
+        return Mode(True, "send")
+    return Mode(mode == "forced", mode, run.get("force_reason") if mode == "forced" else None)
 
 
 # --- building the messages -----------------------------------------------------------------------

@@ -260,7 +260,7 @@ def test_every_side_effect_asks_the_run_mode(dagbag):
     ],
 )
 def test_the_run_mode_decides_once_whether_a_run_may_act(run, today, mode):
-    from dunning.airflow.tasks import acts, run_mode
+    from dunning.runs import acts, run_mode
 
     full = {"backfill": False, "dry_run": False, "force_send": False, **run}
     assert run_mode(full, today) == mode

@@ -27,6 +27,7 @@ from airflow.sdk import (
 
 from dunning import clock
 from dunning import config as dconfig
+from dunning.runs import acts, run_mode
 
 log = logging.getLogger("airflow.task")
 
@@ -176,9 +177,6 @@ def _as_of(run: dict) -> date:
     return date.fromisoformat(run["as_of"])
 
 
-# What a run may do to the world outside the lake: send, publish placements and payment pages,
-# tell agencies, instruct the card processor, take in agency returns.  Only these two modes act.
-ACTING_MODES = ("live", "forced")
 # Every task with a side effect, and what it is.  Each asks ``acts(run)`` (the senders and the
 # page publisher through ``_mode(run)``); a DAG-integrity test holds new ones to that.
 SIDE_EFFECTS = {
@@ -191,29 +189,6 @@ SIDE_EFFECTS = {
     "send_letters": "hands letters to the print vendor",
     "queue_calls": "queues calls for the agents",
 }
-
-
-def run_mode(run: dict, today: date) -> str:
-    """The one answer to "may this run act?": ``dry_run``, ``backfill`` (a past date asked
-    for), ``late`` (its date is over by the product clock), ``forced`` (a backfill or late run
-    told to act, with a reason) or ``live``."""
-    if run["dry_run"]:
-        return "dry_run"
-    past = (
-        "backfill"
-        if run["backfill"]
-        else "late"
-        if date.fromisoformat(run["as_of"]) < today
-        else None
-    )
-    if past is None:
-        return "live"
-    return "forced" if run["force_send"] else past
-
-
-def acts(run: dict) -> bool:
-    """Whether a task with a side effect may have it: every such task asks this, nothing else."""
-    return run.get("mode", "live") in ACTING_MODES
 
 
 @task(retry_policy=DATA_ERRORS)
